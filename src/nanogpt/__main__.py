@@ -1,0 +1,7 @@
+"""`python -m nanogpt` runs the CLI."""
+
+import sys
+
+from nanogpt.cli import main
+
+sys.exit(main())
