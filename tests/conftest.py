@@ -44,3 +44,17 @@ def gpt2_ranks_path() -> Path:
     if not p or not Path(p).exists():
         pytest.skip("gpt2.tiktoken not available offline (set NANOGPT_GPT2_TIKTOKEN)")
     return Path(p)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Where NANOGPT_REQUIRE_BROWSER=1 (CI), a skipped browser test is a failure, not a pass."""
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        report.skipped
+        and item.get_closest_marker("browser") is not None
+        and os.environ.get("NANOGPT_REQUIRE_BROWSER") == "1"
+    ):
+        report.outcome = "failed"
+        report.longrepr = f"browser test skipped but NANOGPT_REQUIRE_BROWSER=1: {report.longrepr}"

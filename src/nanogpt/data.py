@@ -16,7 +16,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -154,7 +154,8 @@ class BatchLoader:
                                  ("world_size", world_size, 1), ("rank", rank, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 problems.append(f"{name} must be an integer >= {low}, got {value!r}")
-        if not problems and rank >= world_size:
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (rank, world_size))
+        if ints and world_size >= 1 and rank >= world_size:
             problems.append(f"rank {rank} must be < world_size {world_size}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             problems.append(f"seed must be a non-negative integer, got {seed!r}")
@@ -252,7 +253,7 @@ class BatchLoader:
 class PrepareConfig:
     """Tokenize a dataset into DIR/train.bin, DIR/val.bin and DIR/meta.json."""
 
-    source: tyro.conf.Positional[str]
+    source: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME|PATH")]
     """a dataset name (shakespeare_char, shakespeare, openwebtext, fineweb-edu, hf:OWNER/NAME[:CONFIG])
     or a path to a .txt file, a directory of .txt files, or a .jsonl file"""
     out_dir: str | None = None

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import codecs
 import logging
-from collections.abc import Iterator, Sequence
-from typing import Any
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import torch
+import tyro
 
 from nanogpt.errors import ConfigError, NanoGPTError
 from nanogpt.kv_cache import KVCache
@@ -96,6 +99,77 @@ def _check_prompt(model: Any, idx: torch.Tensor, vocab: int) -> None:
     if problems:
         raise NanoGPTError("; ".join(problems))
 
+class FastDecoder:
+    """One-token decode steps of a plain GPT, as a flat sequence of torch ops.
+
+    At batch 1 a decode step reads every weight once, so its cost is memory traffic plus Python
+    overhead. Measured on a 2-core CPU (see docs/inference.md), `x @ W` with W stored (in, out)
+    contiguous runs faster than nn.Linear's `x @ W.T` over an (out, in) weight, so this keeps a
+    transposed copy of each matrix (the head included): the price is a second copy of the weights.
+    It computes the same function as GPT.forward with a cache (tests compare both to the oracle).
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+        t = model.transformer
+        self.layers = []
+        for b in t.h:
+            self.layers.append((
+                b.ln_1.weight, b.ln_1.bias, b.ln_2.weight, b.ln_2.bias,
+                *self._mat(b.attn.c_attn), *self._mat(b.attn.c_proj),
+                *self._mat(b.mlp.c_fc), *self._mat(b.mlp.c_proj),
+            ))
+        self.head_t = model.lm_head.weight.detach().t().contiguous()  # (C, V)
+        self.gelu = "tanh" if model.config.activation == "gelu_tanh" else "none"
+        self.signature = _weights_signature(model)
+
+    @staticmethod
+    def _mat(lin: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return lin.weight.detach().t().contiguous(), lin.bias  # (in, out), (out,)
+
+    @staticmethod
+    def _linear(x: torch.Tensor, w_t: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return torch.mm(x, w_t) if b is None else torch.addmm(b, x, w_t)
+
+    def step(self, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """tok (B,) at position cache.pos -> next-token logits (B, V); appends to the cache."""
+        cfg, t, pos = self.model.config, self.model.transformer, cache.pos
+        B, C, nh = tok.size(0), cfg.n_embd, cfg.n_head
+        lin, ln = self._linear, torch.nn.functional.layer_norm
+        x = t.wte.weight[tok] + t.wpe.weight[pos]  # (B, C)
+        for i, (w1, b1, w2, b2, wa, ba, wp, bp, wf, bf, wm, bm) in enumerate(self.layers):
+            qkv = lin(ln(x, (C,), w1, b1), wa, ba)  # (B, 3C)
+            q, k, v = qkv.view(B, 3, nh, C // nh).unbind(1)  # each (B, nh, hs)
+            keys, values = cache.update(i, k[:, :, None], v[:, :, None])  # (B, nh, pos+1, hs)
+            y = torch.nn.functional.scaled_dot_product_attention(q[:, :, None], keys, values)
+            x = lin(y.view(B, C), wp, bp).add_(x)  # (B, nh, 1, hs) -> (B, C), plus the residual
+            h = torch.nn.functional.gelu(lin(ln(x, (C,), w2, b2), wf, bf), approximate=self.gelu)
+            x = lin(h, wm, bm).add_(x)  # (B, 4C) -> (B, C)
+        cache.advance(1)
+        return torch.mm(ln(x, (C,), t.ln_f.weight, t.ln_f.bias), self.head_t)  # (B, V)
+
+
+def _weights_signature(model: Any) -> tuple:
+    # Storage and in-place version counters change whenever the weights do (optimizer steps too).
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+_FAST: "weakref.WeakKeyDictionary[Any, FastDecoder]" = weakref.WeakKeyDictionary()
+
+
+def fast_decoder(model: Any) -> FastDecoder | None:
+    """The model's FastDecoder (rebuilt if its weights changed), or None where it does not apply:
+    subclasses that override forward, models in training mode (dropout), and non-CPU devices."""
+    from nanogpt.model import GPT
+
+    if type(model) is not GPT or model.training or model.lm_head.weight.device.type != "cpu":
+        return None  # on GPUs nn.Linear's layout is fine and memory is scarce
+    dec = _FAST.get(model)
+    if dec is None or dec.signature != _weights_signature(model):
+        dec = FastDecoder(model)
+        _FAST[model] = dec
+    return dec
+
 
 class Generation:
     """An iterator over generation steps; each step yields the (B,) ids chosen for that step.
@@ -109,7 +183,7 @@ class Generation:
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  min_p: float | None = None, repetition_penalty: float = 1.0,
                  eot_id: int | None = None, stop: Sequence[str] | str | None = None,
-                 tokenizer: Any = None, generator: torch.Generator | None = None):
+                 tokenizer: Any = None, generator: torch.Generator | None = None, fast: bool = True):
         self.params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
         problems = self.params.problems()
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -120,6 +194,8 @@ class Generation:
         if problems:
             raise ConfigError("generation options", problems)
         self.model = model
+        self.fast = fast
+        self._decoder: FastDecoder | bool | None = None  # resolved at the first decode step
         self.block_size = model.config.block_size
         # Never emit ids the tokenizer cannot decode (e.g. rows added by vocab padding).
         self.vocab = model.config.vocab_size
@@ -167,16 +243,26 @@ class Generation:
         n, bs = self.n, self.block_size
         if self.cache is None and n <= bs:  # prefill: the whole prompt in one pass
             self.cache = KVCache.for_model(self.model, self.ids.size(0), max_len=bs)
-            logits, _ = self.model(self.ids[:, :n], cache=self.cache)
+            logits, _ = self.model(self._input(0, n), cache=self.cache)
         elif self.cache is not None and n <= bs:  # decode: one token at position n-1
-            logits, _ = self.model(self.ids[:, n - 1:n], cache=self.cache)
+            if self._decoder is None and self.fast:
+                self._decoder = fast_decoder(self.model) or False
+            dec = self._decoder
+            if dec:
+                return dec.step(self._input(n - 1, n)[:, 0], self.cache)[:, : self.vocab]
+            logits, _ = self.model(self._input(n - 1, n), cache=self.cache)
         else:  # past block_size: the oracle's cropped window, recomputed (see module docstring)
             if not self.window_slid:
                 self.window_slid = True
                 self._warn_slide()
             self.cache = None
-            logits, _ = self.model(self.ids[:, n - bs:n])
+            logits, _ = self.model(self._input(n - bs, n))
         return logits[:, -1, : self.vocab]  # (B, vocab): padded ids are never candidates
+
+    def _input(self, start: int, end: int) -> torch.Tensor:
+        x = self.ids[:, start:end]  # (B, end - start)
+        # Stopped rows may hold pad -1; any valid id will do as their (ignored) input.
+        return x.clamp(min=0) if self.pad_id < 0 and end > self.prompt_len else x
 
     def __iter__(self) -> "Generation":
         return self
@@ -277,3 +363,112 @@ def generate_uncached(model: Any, idx: torch.Tensor, max_new_tokens: int, *, tem
             finished |= tok == eot_id
         idx = torch.cat((idx, tok[:, None]), dim=1)
     return idx
+
+
+# --- `nanogpt sample`: options and the prompt/model plumbing the CLI adapter calls -------------
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class SampleConfig:
+    """Options of `nanogpt sample`."""
+
+    model: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL")]
+    """a training run dir, a checkpoint dir, a GPT-2 name (gpt2 ... gpt2-xl) or a HF GPT-2 dir"""
+    prompt: str | None = None
+    """text to continue (default: end-of-text for GPT-2, a newline for character models)"""
+    prompt_file: str | None = None
+    """read the prompt from this file instead"""
+    num_samples: int = 1
+    """how many completions of the prompt"""
+    max_new_tokens: int = 200
+    """tokens to generate per completion (0 returns the prompt unchanged)"""
+    temperature: float = 0.8
+    """0 is greedy (argmax); below 1 is more conservative, above 1 more random"""
+    top_k: int | None = None
+    """sample only from the k most likely tokens"""
+    top_p: float | None = None
+    """nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1]"""
+    min_p: float | None = None
+    """drop tokens less than min_p times as likely as the most likely one, in [0, 1]"""
+    repetition_penalty: float = 1.0
+    """> 1 discourages tokens already in the text (CTRL-style); 1 is off"""
+    seed: int = 1337
+    """random seed: the same seed and options give the same text"""
+    stop: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """stop a completion at this string, which is not printed (repeatable)"""
+    device: str = "cpu"
+    """cpu, cuda, cuda:1, mps"""
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """weights and compute dtype"""
+    interactive: bool = False
+    """read a prompt per line from stdin and stream a completion, until an empty line or EOF"""
+    json: bool = False
+    """print one JSON object (prompt, samples, token counts, timing) instead of streaming text"""
+
+    def validate(self) -> None:
+        problems = SamplingParams(self.temperature, self.top_k, self.top_p, self.min_p,
+                                  self.repetition_penalty).problems()
+        if self.num_samples < 1:
+            problems.append(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.max_new_tokens < 0:
+            problems.append(f"--max-new-tokens must be >= 0, got {self.max_new_tokens}")
+        if self.prompt is not None and self.prompt_file is not None:
+            problems.append("give --prompt or --prompt-file, not both")
+        if self.interactive and (self.json or self.prompt is not None or self.prompt_file is not None):
+            problems.append("--interactive reads prompts from stdin; drop --json/--prompt/--prompt-file")
+        if any(s == "" for s in self.stop):
+            problems.append("--stop strings must not be empty")
+        if problems:
+            raise ConfigError("sample options", problems)
+
+
+def load_for_sampling(cfg: SampleConfig) -> Any:
+    """The LoadedModel for cfg.model on cfg.device in cfg.dtype; it must come with a tokenizer."""
+    from nanogpt.checkpoint import load_model
+
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError:
+        raise NanoGPTError(f"unknown --device {cfg.device!r}; use cpu, cuda, cuda:N or mps") from None
+    loaded = load_model(cfg.model, device)
+    if loaded.tokenizer is None:
+        raise NanoGPTError(f"{loaded.source} has no tokenizer in its config.json, so its text cannot "
+                           f"be encoded; re-save the checkpoint with nanogpt train")
+    loaded.model.to(DTYPES[cfg.dtype]).eval()
+    return loaded
+
+
+def encode_prompt(text: str | None, tokenizer: Any) -> list[int]:
+    """Prompt text -> ids; None means the default start (end-of-text, else a newline)."""
+    if text is None:
+        if tokenizer.eot_id is not None:
+            return [tokenizer.eot_id]
+        text = "\n"
+    if text == "":
+        raise NanoGPTError("the prompt is empty; give some text with --prompt or --prompt-file")
+    ids = tokenizer.encode(text)  # a char tokenizer lists any characters it does not know
+    if not ids:
+        raise NanoGPTError("the prompt encodes to no tokens; give some text")
+    return ids
+
+
+def read_prompt(cfg: SampleConfig) -> str | None:
+    if cfg.prompt_file is None:
+        return cfg.prompt
+    try:
+        with open(cfg.prompt_file, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise NanoGPTError(f"cannot read --prompt-file {cfg.prompt_file}: {e}") from None
+
+
+def sample_stream(cfg: SampleConfig, loaded: Any, ids: list[int],
+                  generator: torch.Generator) -> Generation:
+    """A batch-1 Generation continuing ids with cfg's sampling options."""
+    device = next(loaded.model.parameters()).device
+    return Generation(loaded.model, torch.tensor([ids], dtype=torch.long, device=device),
+                      cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                      top_p=cfg.top_p, min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty,
+                      stop=list(cfg.stop), tokenizer=loaded.tokenizer, generator=generator)

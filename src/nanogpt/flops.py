@@ -71,33 +71,86 @@ def peak_flops(device: torch.device | str, dtype: str) -> float | None:
     return None
 
 
-def measure_matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                        n: int | None = None, seconds: float = 1.0) -> float:
-    """FLOP/s of a large square matmul on this device, the best of several timed repeats.
+# Square sizes timed for the matmul peak. Every one is far larger than any single matmul of the
+# small CPU presets (e.g. 768x128x384), so none of them flatters the ratio by matching the model's
+# shapes; the best of several sizes is the "hardware limit" that BLAS reaches on this machine.
+PEAK_SIZES: dict[str, tuple[int, ...]] = {"cpu": (512, 1024, 2048), "cuda": (4096, 8192)}
 
-    This is the practical ceiling that model FLOP/s is compared with on machines whose
-    data-sheet peak is unknown or meaningless (shared, throttled CPUs).
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "tf32": torch.float32,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+def torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """'bf16' / 'bfloat16' / torch.bfloat16 -> torch.bfloat16 (and so on)."""
+    return dtype if isinstance(dtype, torch.dtype) else _DTYPES[dtype]
+
+
+def measure_matmul_peaks(device: torch.device | str = "cpu", dtype: torch.dtype | str = torch.float32,
+                         sizes: tuple[int, ...] | None = None,
+                         seconds: float = 1.0) -> dict[int, float]:
+    """FLOP/s of an n x n x n matmul for each n in sizes: the fastest of repeats within the budget.
+
+    The fastest repeat (not the median) is taken so that the peak is an upper bound on what this
+    device does at that moment: on a shared machine, contention only ever lowers it, which makes
+    a model's ratio to it conservative rather than flattering.
     """
     device = torch.device(device)
-    if n is None:
-        n = 8192 if device.type == "cuda" else 1024
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    dt = torch_dtype(dtype)
+    if sizes is None:
+        sizes = PEAK_SIZES.get(device.type, PEAK_SIZES["cpu"])
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for _ in range(3):  # warm-up: thread pools, clocks, kernel selection
-        a @ b
-    sync()
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    reps = 0
-    while reps < 5 or time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        a @ b
+    out: dict[int, float] = {}
+    per_size = seconds / len(sizes)
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dt)
+        b = torch.randn(n, n, device=device, dtype=dt)
+        for _ in range(3):  # warm-up: thread pools, clocks, kernel selection
+            a @ b
         sync()
-        best = min(best, time.perf_counter() - t0)
-        reps += 1
-    return 2 * n**3 / best
+        best = float("inf")
+        deadline = time.perf_counter() + per_size
+        reps = 0
+        while reps < 3 or time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            a @ b
+            sync()
+            best = min(best, time.perf_counter() - t0)
+            reps += 1
+        out[n] = 2 * n**3 / best
+        del a, b
+    return out
+
+
+def measure_matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype | str = torch.float32,
+                        n: int | None = None, seconds: float = 1.0) -> float:
+    """FLOP/s of large square matmuls on this device: the best over PEAK_SIZES (or just size n).
+
+    This is the practical ceiling that model FLOP/s is compared with on machines whose
+    data-sheet peak is unknown or meaningless (shared, throttled CPUs).
+    """
+    peaks = measure_matmul_peaks(device, dtype, None if n is None else (n,), seconds)
+    return max(peaks.values())
+
+
+def generate_flops(config: GPTConfig, prompt_len: int, new_tokens: int) -> float:
+    """Forward FLOPs of KV-cached generation of new_tokens after a prompt, for one sequence.
+
+    The prefill runs the prompt's P tokens through the blocks (attention over the full P x P
+    square, the same convention as training) and the head on the last position only; each decoded
+    token at absolute position t then costs 2N plus 4 * n_layer * n_embd * (t + 1) for attending
+    to the t + 1 cached positions. The last sampled token is never fed back, so new_tokens - 1
+    decode steps run after the prefill.
+    """
+    C, L = config.n_embd, config.n_layer
+    head = config.padded_vocab_size * C
+    n = matmul_params(config)
+    P = prompt_len
+    flops = 2 * (n - head) * P + 2 * head + 4 * L * C * P * P
+    for t in range(P, P + max(new_tokens - 1, 0)):
+        flops += 2 * n + 4 * L * C * (t + 1)
+    return float(flops)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class PlotConfig:
     """Options of `nanogpt plot`."""
 
-    run_dir: Annotated[str, tyro.conf.Positional]
+    run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """a training run directory holding metrics.jsonl"""
     out: str | None = None
     """where to write the PNG (default: RUN_DIR/loss.png)"""
@@ -147,6 +147,7 @@ def plot_run(cfg: PlotConfig) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=cfg.dpi, format="png")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
         os.replace(tmp, out)
     finally:
         plt.close(fig)

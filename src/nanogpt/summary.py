@@ -9,31 +9,35 @@ Memory accounting (bytes), for mixed-precision training with AdamW at compute dt
 - weights: every parameter once (the tied head is wte) in `dtype`; gradients: the same again.
 - optimizer: AdamW's two moments in fp32 (8 B/param) plus an fp32 master copy of the weights
   (4 B/param) when `dtype` is not fp32 (with fp32 the weights are their own master).
-- activations: the tensors autograd saves for the backward pass, per layer, with s = B*T tokens,
-  C = n_embd, nh = n_head, e = bytes of `dtype`:
-      e * s * 16C               ln_1 in, c_attn in, q k v (3C), attention out, ln_2 in,
-                                c_fc in, GELU in (4C), mlp c_proj in (4C)
-    + e * B*nh*T*T             softmax probabilities (only without a fused/flash kernel)
-    + 4 * B*nh*T                the fused kernel's log-sum-exp (fp32) instead
-    + 8 * s * 2                 two LayerNorms' mean and rstd (fp32)
+- activations: the tensors autograd saves for the backward pass (measured against
+  torch.autograd.graph.saved_tensors_hooks in the tests). With s = B*T tokens, C = n_embd,
+  nh = n_head, V = padded vocab and e = bytes of `dtype`, per layer:
+      e * s * 16C               ln_1 in, c_attn in, q k v (3C, one fused tensor), attention out
+                                (= c_proj in), ln_2 in, c_fc in, GELU in (4C), mlp c_proj in (4C)
+    + 8 * s * 2                 the two LayerNorms' mean and rstd (fp32)
+    + 4 * B*nh*T                flash: the fused kernel's log-sum-exp (fp32), no T x T matrix
+      or e * B*nh*T*T + T*T     reference: the softmax probabilities and the bool causal mask
     + 2 * s*C (+ B*nh*T*T)      1-byte dropout masks after attn and MLP (and on the probs with
                                 the reference kernel), only when dropout > 0
-  plus, outside the blocks, the embedding sum and ln_f input/output (3 e*s*C), ln_f's stats
-  (8 s) and the logits: e*s*V for the head's output and 4*s*V for the fp32 copy the loss's
-  log-softmax keeps (and s*C for the embedding dropout mask).
-  This mirrors Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
-  Models", adapted to this model (GELU input saved, no sequence parallelism).
+  and outside the blocks: ln_f in and out (2 e*s*C) and stats (8 s), the loss's fp32 log-softmax
+  (4 s*V, usually the largest single tensor), token ids and targets (16 s), positions (8 T), and
+  s*C for the embedding dropout mask when dropout > 0.
+  Activations are counted in `dtype`, as in pure half-precision compute with fp32 master
+  weights. Under torch.autocast the residual stream and LayerNorms stay fp32, so expect more.
+  This follows Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
+  Models", adapted to this model.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tyro
 
-from nanogpt.errors import ConfigError, NanoGPTError
+from nanogpt.errors import ConfigError, NanoGPTError, suggest
 from nanogpt.flops import forward_flops_per_token, matmul_params, train_flops_per_token
 from nanogpt.model import PRESETS, GPTConfig
 
@@ -48,7 +52,7 @@ DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2}
 class SummaryConfig:
     """Options of `nanogpt summary`."""
 
-    model: Annotated[str, tyro.conf.Positional] = "gpt2"
+    model: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL")] = "gpt2"
     """a preset (gpt2, shakespeare-char, ...), run dir, checkpoint dir, GPT-2 name or HF dir"""
     batch_size: int = 12
     """sequences per step, for activation memory and FLOPs per step"""
@@ -134,14 +138,14 @@ def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype: st
     """Bytes autograd keeps for backward at this batch; see the module docstring for the formula."""
     B, T, C, nh, L = batch_size, seq_len, config.n_embd, config.n_head, config.n_layer
     V, e, s = config.padded_vocab_size, DTYPE_BYTES[dtype], batch_size * seq_len
-    per_layer = e * s * 16 * C + 8 * s * 2
+    per_layer = e * s * 16 * C + 8 * s * 2  # (B, T, 16C) of saved inputs + LayerNorm stats
     if attention == "reference":
-        per_layer += e * B * nh * T * T
+        per_layer += e * B * nh * T * T + T * T  # softmax probs (B, nh, T, T) + bool mask (T, T)
     else:
-        per_layer += 4 * B * nh * T
+        per_layer += 4 * B * nh * T  # log-sum-exp (B, nh, T), fp32
     if config.dropout > 0:
         per_layer += s * 2 * C + (B * nh * T * T if attention == "reference" else 0)
-    outside = 3 * e * s * C + 8 * s + e * s * V + 4 * s * V
+    outside = 2 * e * s * C + 8 * s + 4 * s * V + 16 * s + 8 * T
     if config.dropout > 0:
         outside += s * C  # embedding dropout mask
     return {"per_layer": per_layer, "layers": L * per_layer, "outside_blocks": outside,
@@ -199,6 +203,11 @@ def resolve_config(spec: str, *, device: str = "cpu") -> tuple[GPTConfig, str, A
     """(config, source, loaded-or-None). Presets resolve without weights; else load_model(spec)."""
     if spec in PRESETS:
         return GPTConfig.from_preset(spec), f"preset {spec}", None
+    if not Path(spec).exists() and "/" not in spec and "\\" not in spec:
+        raise NanoGPTError(
+            f"unknown model {spec!r}{suggest(spec, PRESETS)}: give a preset "
+            f"({', '.join(PRESETS)}), a run dir, a checkpoint dir or a Hugging Face GPT-2 dir"
+        )
     from nanogpt.checkpoint import load_model  # only real checkpoints need the checkpoint module
 
     loaded = load_model(spec, device)

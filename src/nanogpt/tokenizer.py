@@ -81,19 +81,20 @@ class CharTokenizer:
         self.chars: list[str] = sorted(chars)
         self.vocab_size = len(self.chars)
         self.stoi = {c: i for i, c in enumerate(self.chars)}
-        # Sorted code points, so an array of code points maps to ids by binary search.
-        self._codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        # Dense code point -> id table (-1: not in the vocabulary); at most 0x110000 entries.
+        codepoints = np.array([ord(c) for c in self.chars], dtype=np.int64)
+        self._lut = np.full(int(codepoints.max()) + 1, -1, dtype=np.int32)
+        self._lut[codepoints] = np.arange(self.vocab_size, dtype=np.int32)
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
 
-    def encode_array(self, text: str) -> np.ndarray:
-        """Encode to an int64 array; vectorised (utf-32 code points + binary search)."""
+    def encode_array(self, text: str, dtype: np.dtype = np.int64) -> np.ndarray:
+        """Encode to an array of `dtype`, vectorised: utf-32 code points looked up in a dense table."""
         cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        ids = np.searchsorted(self._codepoints, cps)
-        ok = ids < self.vocab_size
-        ok[ok] = self._codepoints[ids[ok]] == cps[ok]
+        ids = self._lut[np.minimum(cps, len(self._lut) - 1)]
+        ok = (ids >= 0) & (cps < len(self._lut))
         if not ok.all():
             bad = sorted({chr(c) for c in cps[~ok].tolist()})
             shown = ", ".join(repr(c) for c in bad[:20]) + (" ..." if len(bad) > 20 else "")
@@ -101,10 +102,11 @@ class CharTokenizer:
                 f"{len(bad)} character(s) not in the char vocabulary ({self.vocab_size} chars): {shown}; "
                 "use text made of the training data's characters, or re-prepare the data including them"
             )
-        return ids.astype(np.int64)
+        return ids.astype(dtype)
 
-    def encode_batch_arrays(self, texts: Sequence[str], num_threads: int = 1) -> list[np.ndarray]:
-        return [self.encode_array(t) for t in texts]
+    def encode_batch_arrays(self, texts: Sequence[str], num_threads: int = 1,
+                            dtype: np.dtype = np.int64) -> list[np.ndarray]:
+        return [self.encode_array(t, dtype) for t in texts]
 
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
@@ -144,13 +146,14 @@ class GPT2Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.enc.encode_ordinary(text)
 
-    def encode_array(self, text: str) -> np.ndarray:
-        return np.asarray(self.enc.encode_ordinary(text), dtype=np.int64)
+    def encode_array(self, text: str, dtype: np.dtype = np.int64) -> np.ndarray:
+        return np.asarray(self.enc.encode_ordinary(text), dtype=dtype)
 
-    def encode_batch_arrays(self, texts: Sequence[str], num_threads: int = 1) -> list[np.ndarray]:
+    def encode_batch_arrays(self, texts: Sequence[str], num_threads: int = 1,
+                            dtype: np.dtype = np.int64) -> list[np.ndarray]:
         # tiktoken encodes a batch on a thread pool and releases the GIL inside its Rust core.
         lists = self.enc.encode_ordinary_batch(list(texts), num_threads=max(1, num_threads))
-        return [np.asarray(ids, dtype=np.int64) for ids in lists]
+        return [np.asarray(ids, dtype=dtype) for ids in lists]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
