@@ -151,7 +151,8 @@ class FastDecoder:
 
 def _weights_signature(model: Any) -> tuple:
     # Storage and in-place version counters change whenever the weights do (optimizer steps too).
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+    # Tensors made under inference_mode keep no counter; there only a new storage is noticed.
+    return tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in model.parameters())
 
 
 _FAST: "weakref.WeakKeyDictionary[Any, FastDecoder]" = weakref.WeakKeyDictionary()
