@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import platform
 import statistics
@@ -31,6 +32,7 @@ from nanogpt.engine import generate, generate_uncached
 from nanogpt.model import GPT, GPTConfig, state_dict_from_hf
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SUFFIX = ""
 
 
 def machine() -> str:
@@ -77,7 +79,7 @@ def write(name: str, title: str, figures: dict, notes: str) -> None:
         "command": "python benchmarks/bench_sample.py " + " ".join(sys.argv[1:]),
         "figures": figures, "notes": notes,
     }
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{name}{SUFFIX}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)  # atomic: a reader never sees half a file
@@ -173,9 +175,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--only", choices=["gpt2", "shakespeare"], default=None)
+    ap.add_argument("--out-suffix", default="", help="write sample_<name><suffix>.json (for experiments)")
     args = ap.parse_args()
+    global SUFFIX
+    SUFFIX = args.out_suffix
     if args.threads:
         torch.set_num_threads(args.threads)
+    logging.getLogger("nanogpt.engine").addHandler(logging.NullHandler())  # the slide is expected
     if args.only in (None, "gpt2"):
         bench_gpt2(args.repeats)
     if args.only in (None, "shakespeare"):

@@ -94,6 +94,7 @@ def throughput(data_dir: str, rounds: int, per_round: int, warmup: int) -> tuple
         fig[f"{name}: warm-up incl. compile, s"] = round(compile_s[name], 1)
     base = statistics.median(times["eager"])
     fig["speed-up compiled+fused vs eager"] = round(base / statistics.median(times["compiled+fused"]), 3)
+    notes.append(f"CPU: {bench.cpu_model()}, {torch.get_num_threads()} threads")
     notes.append(f"{rounds} rounds x {per_round} steps per variant, interleaved; 1-min load average "
                  f"{load0:.2f} before, {load1:.2f} after (on 2 cores, > ~0.5 means other processes "
                  f"competed for the CPU and medians are pessimistic)")
@@ -114,13 +115,16 @@ def first_reach(metrics: Path, target: float) -> tuple[float | None, float | Non
 
 
 def quality(data_dir: str, seeds: list[int], target: float, eval_interval: int,
-            compile_: bool, work: str) -> tuple[dict, list[str]]:
+            compile_: bool | None, work: str, extra: list[str] = ()) -> tuple[dict, list[str]]:
     reach, finals, notes = [], [], []
     for seed in seeds:
         out = Path(work) / f"seed{seed}"
         cmd = [sys.executable, "-m", "nanogpt", "train", "--preset", PRESET, "--seed", str(seed),
                "--data-dir", data_dir, "--out-dir", str(out), "--eval-interval", str(eval_interval),
-               "--no-progress", "--compile" if compile_ else "--no-compile"]
+               "--no-progress"]
+        if compile_ is not None:
+            cmd.append("--compile" if compile_ else "--no-compile")
+        cmd += list(extra)
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
@@ -135,7 +139,10 @@ def quality(data_dir: str, seeds: list[int], target: float, eval_interval: int,
             round(statistics.median(ok), 1) if len(ok) == len(seeds) else
             f"not reached by {len(seeds) - len(ok)} of {len(seeds)} seeds",
         f"final val loss (median of {len(seeds)} seeds)": round(statistics.median(finals), 4),
-        "time-to-quality run": f"{PRESET}, {'compiled' if compile_ else 'eager'}, eval every {eval_interval} steps",
+        "time-to-quality run": (f"nanogpt train --preset {PRESET}"
+                                + ("" if compile_ is None else " --compile" if compile_ else " --no-compile")
+                                + f" --eval-interval {eval_interval}" + "".join(" " + e for e in extra)
+                                + "; wall time includes any compilation"),
     }
     return fig, notes
 
@@ -149,8 +156,9 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1337, 1338, 1339])
     ap.add_argument("--target", type=float, default=1.89)
     ap.add_argument("--eval-interval", type=int, default=100)
-    ap.add_argument("--quality-compile", action=argparse.BooleanOptionalAction, default=True,
-                    help="train the quality runs with torch.compile (the optimised step)")
+    ap.add_argument("--quality-compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="force torch.compile on/off in the quality runs (default: the preset's)")
+    ap.add_argument("--train-args", default="", help="extra `nanogpt train` flags for the quality runs")
     ap.add_argument("--data-dir", default=None, help="prepared shakespeare_char (default: temp dir)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/train_throughput_cpu.json"))
     a = ap.parse_args()
@@ -175,7 +183,8 @@ def main() -> int:
             if not any(k.startswith("time to val loss") for k in figures):
                 figures[f"time to val loss {a.target}"] = "not measured (run without --skip-quality)"
         else:
-            q, qnotes = quality(data_dir, a.seeds, a.target, a.eval_interval, a.quality_compile, work)
+            q, qnotes = quality(data_dir, a.seeds, a.target, a.eval_interval, a.quality_compile, work,
+                               a.train_args.split())
             figures.update(q)
             notes += qnotes
     cmd = "python benchmarks/bench_train_throughput.py" + " ".join([""] + sys.argv[1:])

@@ -160,11 +160,45 @@ def test_resume_without_checkpoint_and_truncated_newest(data_dir, tmp_path):
     with pytest.raises(NanoGPTError, match="nothing to resume"):
         Trainer(tiny(data_dir, tmp_path / "none", init_from="resume"))
     train(tiny(data_dir, tmp_path))  # checkpoints at 3 and 6
+    with pytest.raises(NanoGPTError, match="already holds checkpoints"):
+        Trainer(tiny(data_dir, tmp_path))  # a fresh run would mix with the old one
     with open(tmp_path / "ckpt-00000006" / "state.pt", "r+b") as f:
         f.truncate(10)
     t = Trainer(tiny(data_dir, tmp_path, init_from="resume"))
     assert t.step == 3 and t.resumed_from.name == "ckpt-00000003"
     t.close()
+
+
+def test_finetune_from_hf_dir_crops_block_size_and_from_checkpoint(data_dir, tmp_path):
+    from nanogpt.model import GPT, GPTConfig
+
+    base = GPT(GPTConfig(block_size=32, vocab_size=80, n_layer=1, n_head=2, n_embd=16, bias=True,
+                         activation="gelu_tanh"))
+    base.save_hf(str(tmp_path / "hf"))  # a local Hugging Face GPT-2 directory
+    t = Trainer(tiny(data_dir, tmp_path / "ft", init_from=str(tmp_path / "hf"), block_size=16))
+    assert t.step == 0 and t.model_config.block_size == 16 and t.model_config.n_layer == 1
+    torch.testing.assert_close(t.raw_model.transformer.wpe.weight, base.transformer.wpe.weight[:16])
+    torch.testing.assert_close(t.raw_model.transformer.h[0].mlp.c_fc.weight, base.transformer.h[0].mlp.c_fc.weight)
+    with pytest.raises(NanoGPTError, match="exceeds"):
+        Trainer(tiny(data_dir, tmp_path / "ft2", init_from=str(tmp_path / "hf"), block_size=64))
+    # From a nanogpt run: its weights, a fresh optimizer at step 0.
+    train(tiny(data_dir, tmp_path / "a", max_iters=3))
+    t = Trainer(tiny(data_dir, tmp_path / "b", init_from=str(tmp_path / "a")))
+    w = weights(tmp_path / "a")
+    assert t.step == 0 and not t.optimizer.state
+    assert torch.equal(t.raw_model.transformer.wte.weight, w["transformer.wte.weight"])
+    with pytest.raises(NanoGPTError, match="unknown init_from"):
+        Trainer(tiny(data_dir, tmp_path / "c", init_from="nonsense"))
+
+
+@pytest.mark.parametrize("option, extra", [("wandb_log", "wandb"), ("tensorboard", "tensorboard")])
+def test_missing_optional_logger_is_a_clear_error(data_dir, tmp_path, option, extra):
+    import importlib.util
+
+    if importlib.util.find_spec(extra) is not None:
+        pytest.skip(f"{extra} is installed")
+    with pytest.raises(NanoGPTError, match=rf"pip install 'nanogpt\[{extra}\]'"):
+        Trainer(tiny(data_dir, tmp_path, **{option: True}))
 
 
 def test_dataset_too_small_for_block_size(tmp_path):

@@ -29,7 +29,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,11 +54,11 @@ class BenchTrainConfig:
     preset: str = "shakespeare-char-cpu"
     """training preset to benchmark (see `nanogpt train --help`)"""
     batch_size: int | None = None
-    """sequences per micro-batch (default: the preset's)"""
+    """sequences per micro-batch; None: the preset's"""
     block_size: int | None = None
-    """context length (default: the preset's)"""
+    """context length; None: the preset's"""
     compile: bool = False
-    """torch.compile the model (default: what the preset does)"""
+    """torch.compile the model; the default is what the preset does"""
     device: Device = "auto"
     dtype: DType = "auto"
     """auto: bfloat16 on GPUs that have it, float32 on CPU (as `nanogpt train`)"""
@@ -66,19 +67,21 @@ class BenchTrainConfig:
     warmup: int = 5
     """untimed steps first (compilation, allocator, caches)"""
     data_dir: str | None = None
-    """prepared data (default: the preset's; shakespeare_char is prepared in a temp dir if absent)"""
+    """prepared data; None: the preset's (Shakespeare is prepared in a temp dir if absent)"""
     step: StepSource = "trainer"
     """trainer: the real Trainer.train_step; model: bare model + AdamW on random tokens"""
     fused: bool = True
     """fused AdamW where the device supports it (as `nanogpt train`); --no-fused: multi-tensor AdamW"""
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
+    """torch.compile backend with --step model (aot_eager/eager: quick checks of the code path)"""
     peak_seconds: float = 1.0
     """seconds spent on each measurement of the matmul peak (before and after the steps)"""
     json: bool = False
     """print one JSON object instead of a table"""
 
     def validate(self) -> None:
-        problems = _positive(self, ("steps",)) + _non_negative(self, ("warmup",))
-        problems += _positive(self, ("batch_size", "block_size"), optional=True)
+        problems = _ints(self, ("steps",), 1) + _ints(self, ("warmup",), 0)
+        problems += _ints(self, ("batch_size", "block_size"), 1, optional=True)
         if not self.peak_seconds > 0:
             problems.append(f"peak_seconds must be > 0, got {self.peak_seconds!r}")
         if problems:
@@ -108,8 +111,8 @@ class BenchSampleConfig:
     json: bool = False
 
     def validate(self) -> None:
-        problems = _positive(self, ("batch_size", "prompt_len", "max_new_tokens", "steps"))
-        problems += _non_negative(self, ("warmup",))
+        problems = _ints(self, ("batch_size", "prompt_len", "max_new_tokens", "steps"), 1)
+        problems += _ints(self, ("warmup",), 0)
         if not self.peak_seconds > 0:
             problems.append(f"peak_seconds must be > 0, got {self.peak_seconds!r}")
         if self.model is None and self.preset not in _model_presets():
@@ -124,21 +127,13 @@ def _model_presets() -> dict[str, Any]:
     return PRESETS
 
 
-def _positive(cfg: Any, names: tuple[str, ...], optional: bool = False) -> list[str]:
-    out = []
-    for n in names:
-        v = getattr(cfg, n)
-        if optional and v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            out.append(f"{n} must be a positive integer, got {v!r}")
-    return out
-
-
-def _non_negative(cfg: Any, names: tuple[str, ...]) -> list[str]:
-    return [f"{n} must be an integer >= 0, got {getattr(cfg, n)!r}" for n in names
-            if isinstance(getattr(cfg, n), bool) or not isinstance(getattr(cfg, n), int)
-            or getattr(cfg, n) < 0]
+def _ints(cfg: Any, names: tuple[str, ...], minimum: int, optional: bool = False) -> list[str]:
+    """A problem line for each named field that is not an integer >= minimum (None if optional)."""
+    bad = [n for n in names if not (optional and getattr(cfg, n) is None)
+           and (isinstance(getattr(cfg, n), bool) or not isinstance(getattr(cfg, n), int)
+                or getattr(cfg, n) < minimum)]
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    return [f"{n} must be {what}, got {getattr(cfg, n)!r}" for n in bad]
 
 
 # --- devices, timing, peaks, memory ------------------------------------------------------------
@@ -272,8 +267,10 @@ class TrainStep:
         return flops.train_flops_per_token(self.model_config, self.block_size) * self.tokens_per_step
 
 
-def train_config_for(cfg: BenchTrainConfig):
-    """The TrainConfig that `nanogpt train --preset P [--batch-size ...]` would use."""
+def train_config_for(cfg: BenchTrainConfig, **overrides: Any):
+    """The TrainConfig that `nanogpt train --preset P [--batch-size ...]` would use.
+
+    overrides: further TrainConfig fields (n_layer=2, ...), e.g. for a benchmark's dry run."""
     from nanogpt.train_config import TRAIN_PRESETS, resolve_base
 
     if cfg.preset not in TRAIN_PRESETS:
@@ -287,7 +284,7 @@ def train_config_for(cfg: BenchTrainConfig):
         over["block_size"] = cfg.block_size
     if cfg.data_dir is not None:
         over["data_dir"] = cfg.data_dir
-    return resolve_base(cfg.preset, None, **over)
+    return resolve_base(cfg.preset, None, **{**over, **overrides})
 
 
 def _ensure_data(data_dir: str, stack: contextlib.ExitStack) -> str:
@@ -306,10 +303,12 @@ def _ensure_data(data_dir: str, stack: contextlib.ExitStack) -> str:
     return tmp
 
 
-def build_train_step(cfg: BenchTrainConfig) -> TrainStep:
-    """A zero-argument function that runs one training step, per cfg.step."""
+def build_train_step(cfg: BenchTrainConfig, **overrides: Any) -> TrainStep:
+    """A zero-argument function that runs one training step, per cfg.step.
+
+    overrides: TrainConfig fields beyond the CLI's (see train_config_for)."""
     cfg.validate()
-    tcfg = train_config_for(cfg)
+    tcfg = train_config_for(cfg, **overrides)
     if cfg.step == "model":
         return _model_step(cfg, tcfg)
     stack = contextlib.ExitStack()
@@ -318,7 +317,7 @@ def build_train_step(cfg: BenchTrainConfig) -> TrainStep:
 
         data_dir = _ensure_data(tcfg.data_dir, stack)
         out_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="nanogpt-bench-run-"))
-        tcfg = _replace(tcfg, data_dir=data_dir, out_dir=out_dir)
+        tcfg = dataclasses.replace(tcfg, data_dir=data_dir, out_dir=out_dir)
         trainer = Trainer(tcfg)
     except BaseException:
         stack.close()
@@ -338,12 +337,6 @@ def build_train_step(cfg: BenchTrainConfig) -> TrainStep:
     )
 
 
-def _replace(tcfg, **changes):
-    import dataclasses
-
-    return dataclasses.replace(tcfg, **changes)
-
-
 def _model_step(cfg: BenchTrainConfig, tcfg) -> TrainStep:
     """Bare model + AdamW on random tokens: no data loading, schedule or clipping."""
     from nanogpt.model import GPT
@@ -359,7 +352,7 @@ def _model_step(cfg: BenchTrainConfig, tcfg) -> TrainStep:
     fused = cfg.fused and fused_supported(device.type)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, betas=(tcfg.beta1, tcfg.beta2),
                             weight_decay=tcfg.weight_decay, fused=fused)
-    fwd = torch.compile(model) if cfg.compile else model
+    fwd = torch.compile(model, backend=cfg.compile_backend) if cfg.compile else model
     B, T = tcfg.batch_size, tcfg.block_size
     g = torch.Generator().manual_seed(tcfg.seed)
     x = torch.randint(0, vocab, (B, T), generator=g).to(device)
@@ -413,7 +406,10 @@ def bench_train(cfg: BenchTrainConfig) -> dict[str, Any]:
         "peak_memory_bytes": mem, "peak_memory_kind": mem_kind,
         "threads": torch.get_num_threads(), "load_average_1min": load, "torch": torch.__version__,
     }
-    table = flops.peak_flops(step.device, _SHORT.get(step.dtype, step.dtype))
+    key = _SHORT.get(step.dtype, step.dtype)
+    if key == "fp32" and step.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        key = "tf32"  # the Trainer turns TF32 matmuls on for float32 on CUDA
+    table = flops.peak_flops(step.device, key)
     result.update(summarize(times, step.tokens_per_step, step.flops_per_step, peaks, table))
     return result
 
@@ -474,25 +470,24 @@ def bench_sample(cfg: BenchSampleConfig) -> dict[str, Any]:
     return result
 
 
-def config_dict(cfg: BenchTrainConfig | BenchSampleConfig) -> dict[str, Any]:
-    return asdict(cfg)
-
-
 # --- result files (benchmarks/results/*.json, rendered into BENCHMARKS.md) ------------------------
 
 def machine_description() -> str:
-    """CPU model and core count, e.g. 'Intel(R) Xeon(R) ... (2 cores)'."""
+    """Architecture and core count, e.g. 'x86_64, 2 cores' (the key BENCHMARKS.md groups by)."""
     import platform
 
-    name = platform.processor() or platform.machine()
+    return f"{platform.machine() or 'unknown'}, {os.cpu_count()} cores"
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), if there is one."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{name} ({os.cpu_count()} cores)"
+    return None
 
 
 def write_result(path: str | Path, *, title: str, device: str, command: str,

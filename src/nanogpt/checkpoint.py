@@ -295,6 +295,52 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path | None:
     return None
 
 
+class MetricsLog:
+    """OUT/metrics.jsonl (one JSON object per line), plus wandb / TensorBoard when asked."""
+
+    def __init__(self, cfg: Any, resume_step: int | None):
+        """cfg: a TrainConfig. resume_step: keep lines up to this step (None: start afresh)."""
+        self.path = Path(cfg.out_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            # Lines past the checkpoint belong to the interrupted attempt: the resumed run redoes them.
+            keep = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, self.path)
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.wandb = self.tb = None
+        if cfg.wandb_log:
+            import wandb
+
+            self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=cfg.to_dict())
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(Path(cfg.out_dir) / "tb"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        scalars = {f"{record['kind']}/{k}": v for k, v in record.items()
+                   if k not in ("kind", "step", "time") and isinstance(v, (int, float))}
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=record["step"])
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        if self.tb is not None:
+            self.tb.close()
+
+
 def rng_state() -> dict[str, Any]:
     """Every generator a run draws from: torch CPU, CUDA, python random, numpy (weights_only-safe)."""
     st = np.random.get_state()

@@ -273,13 +273,15 @@ class Generation:
             self._flush()
             raise StopIteration
         was_training = self.model.training
-        self.model.eval()
+        if was_training:  # no dropout while generating; walking the modules costs, so only if needed
+            self.model.eval()
         try:
             with torch.inference_mode():
                 logits = self._logits()
                 tok = sample_next(logits.float(), self.params, self.generator, self.present)  # (B,)
         finally:
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
         tok = torch.where(self.finished, torch.full_like(tok, self.pad_id), tok)
         self.ids[:, self.n] = tok
         self.n += 1

@@ -13,7 +13,6 @@ CPU run reproduces the uninterrupted one bit for bit. Options: nanogpt.train_con
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -139,14 +138,13 @@ class Trainer:
     # --- setup ---------------------------------------------------------------------------------
 
     def _check_extras(self) -> None:
+        """Fail up front, not at the first log line, if an optional logger is not installed."""
         import importlib.util
 
-        for on, module, extra in ((self.cfg.wandb_log, "wandb", "wandb"),
-                                  (self.cfg.tensorboard, "torch.utils.tensorboard", "tensorboard")):
-            if on and self.master and importlib.util.find_spec(module.split(".")[0] if module == "wandb"
-                                                                else "tensorboard") is None:
-                raise NanoGPTError(f"logging to {extra} needs the optional extra: "
-                                   f"pip install 'nanogpt[{extra}]' (or turn it off)")
+        for on, module in ((self.cfg.wandb_log, "wandb"), (self.cfg.tensorboard, "tensorboard")):
+            if on and self.master and importlib.util.find_spec(module) is None:
+                raise NanoGPTError(f"logging to {module} needs the optional extra: "
+                                   f"pip install 'nanogpt[{module}]' (or drop --{module.replace('wandb', 'wandb-log')})")
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.ddp:
@@ -159,6 +157,9 @@ class Trainer:
         """Build the model for cfg.init_from; return it and the training state to restore, if any."""
         cfg, vocab = self.cfg, int(self.meta["vocab_size"])
         self.tokenizer_dict = self.meta["tokenizer"]
+        if cfg.init_from != "resume" and ck.list_checkpoints(cfg.out_dir):
+            raise NanoGPTError(f"{cfg.out_dir} already holds checkpoints of a run; continue it with "
+                               f"--init-from resume, or start afresh in another --out-dir (or delete it)")
         if cfg.init_from == "scratch":
             return GPT(cfg.model_config(vocab)), None
         if cfg.init_from == "resume":
@@ -292,8 +293,8 @@ class Trainer:
             bad = bad | ~torch.isfinite(grad_norm)
         stats = torch.stack([loss.float(), grad_norm.float().to(loss.device), bad.float(),
                              torch.tensor(float(self.stop_requested is not None), device=loss.device)])
-        if self.ddp:  # mean loss over ranks; any rank's fault or stop request stops all
-            stats[0] /= self.world_size
+        if self.ddp:  # mean loss over ranks (the grad norm is already equal); any flag stops all
+            stats[:2] /= self.world_size
             dist.all_reduce(stats)
         loss_v, norm_v, bad_v, stop_v = stats.tolist()  # the one host sync of the step
         out = {"step": self.step, "loss": loss_v, "grad_norm": norm_v, "lr": lr,
@@ -378,51 +379,6 @@ class Trainer:
 # --- the run -----------------------------------------------------------------------------------
 
 
-class MetricsLog:
-    """OUT/metrics.jsonl (one JSON object per line), plus wandb / TensorBoard when asked."""
-
-    def __init__(self, cfg: TrainConfig, resume_step: int | None):
-        self.path = Path(cfg.out_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            self.path.write_text("")
-        elif self.path.exists():
-            # Lines past the checkpoint belong to the interrupted attempt: the resumed run redoes them.
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-            os.replace(tmp, self.path)
-        self.file = open(self.path, "a", encoding="utf-8")
-        self.wandb = self.tb = None
-        if cfg.wandb_log:
-            import wandb
-
-            self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=cfg.to_dict())
-        if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(Path(cfg.out_dir) / "tb"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        scalars = {f"{record['kind']}/{k}": v for k, v in record.items()
-                   if k not in ("kind", "step", "time") and isinstance(v, (int, float))}
-        if self.wandb is not None:
-            self.wandb.log(scalars, step=record["step"])
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, record["step"])
-
-    def close(self) -> None:
-        self.file.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-        if self.tb is not None:
-            self.tb.close()
-
-
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer):
     """SIGINT/SIGTERM ask the trainer to finish its step, save and stop; a 2nd SIGINT aborts."""
@@ -452,7 +408,7 @@ def train(cfg: TrainConfig, *, trainer: Trainer | None = None) -> TrainResult:
 
     trainer = trainer or Trainer(cfg)
     t = trainer
-    metrics = MetricsLog(cfg, t.step if t.resumed_from else None) if t.master else None
+    metrics = ck.MetricsLog(cfg, t.step if t.resumed_from else None) if t.master else None
     bar = tqdm(total=cfg.max_iters, initial=t.step, disable=not (cfg.progress and t.master),
                desc="train", unit="step", dynamic_ncols=True)
     start_step, t0 = t.step, time.perf_counter()
@@ -534,12 +490,17 @@ def train(cfg: TrainConfig, *, trainer: Trainer | None = None) -> TrainResult:
                         metrics.write({"kind": "train", "step": t.step, "tokens": t.step * t.tokens_per_iter,
                                        "loss": out["loss"], "lr": out["lr"], "grad_norm": out["grad_norm"],
                                        "tokens_per_s": tps, "mfu": mfu, "time": now()})
+                        mfu_s = f"{mfu:.1%}" if mfu is not None else "n/a"
                         bar.set_postfix(loss=f"{out['loss']:.4f}", lr=f"{out['lr']:.2e}",
-                                        tok_s=f"{tps:,.0f}", refresh=False)
-                        log.debug("step %d: loss %.4f, lr %.2e, grad norm %.3f, %.0f tokens/s, MFU %s",
-                                  t.step, out["loss"], out["lr"], out["grad_norm"], tps,
-                                  f"{mfu:.1%}" if mfu is not None else "n/a")
+                                        gnorm=f"{out['grad_norm']:.2f}", tok_s=f"{tps:,.0f}", mfu=mfu_s,
+                                        refresh=False)
+                        # With a live bar the numbers are in its postfix; without one, print lines.
+                        log.log(logging.DEBUG if not bar.disable else logging.INFO,
+                                "step %d: loss %.4f, lr %.2e, grad norm %.3f, %.0f tokens/s, MFU %s",
+                                t.step, out["loss"], out["lr"], out["grad_norm"], tps, mfu_s)
                 stopping = out["stop"]
+            if t.ddp:  # let rank 0 finish writing before any process tears the group down
+                dist.barrier()
     finally:
         bar.close()
         if metrics:
@@ -549,4 +510,4 @@ def train(cfg: TrainConfig, *, trainer: Trainer | None = None) -> TrainResult:
                        last_ckpt, message)
 
 
-__all__ = ["Trainer", "TrainResult", "TrainConfig", "train", "MetricsLog"]
+__all__ = ["Trainer", "TrainResult", "TrainConfig", "train"]

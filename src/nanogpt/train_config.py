@@ -34,50 +34,50 @@ class TrainConfig:
     """Everything `nanogpt train` needs. See docs/training.md for each group."""
 
     # --- where things come from and go ---
-    preset: str | None = None  # start from a named preset (see TRAIN_PRESETS)
+    preset: str | None = None  # shakespeare-char, shakespeare-char-cpu, gpt2-124m or finetune-shakespeare
     config: str | None = None  # a .toml/.yaml/.yml file of overrides (applied after the preset)
     out_dir: str = "out"  # run directory: metrics.jsonl and ckpt-XXXXXXXX/ directories
     data_dir: str = "data/shakespeare_char"  # made by `nanogpt prepare`
     init_from: str = "scratch"  # scratch | resume | gpt2 | gpt2-medium | ... | HF dir | checkpoint
     # --- model (vocab_size is read from the data's meta.json) ---
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
+    n_layer: int = 12  # transformer blocks
+    n_head: int = 12  # attention heads per block
+    n_embd: int = 768  # width of the residual stream
     block_size: int = 1024  # context length; cropped when finetuning a longer pretrained model
-    dropout: float = 0.0
-    bias: bool = False
-    activation: Literal["gelu", "gelu_tanh"] = "gelu"
+    dropout: float = 0.0  # dropout probability (0 for pretraining big models, 0.2 for small data)
+    bias: bool = False  # biases in Linear layers and LayerNorms (GPT-2 has them)
+    activation: Literal["gelu", "gelu_tanh"] = "gelu"  # exact GELU, or the tanh form GPT-2 used
     vocab_multiple: int = 1  # pad the vocabulary to a multiple of this (64 is faster on GPU)
     # --- batch ---
     batch_size: int = 12  # sequences per micro-batch per process
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step, over all processes
     # --- optimizer and schedule ---
     max_iters: int = 5000  # optimizer steps in total
-    learning_rate: float = 6e-4
-    min_lr: float = 6e-5
+    learning_rate: float = 6e-4  # peak learning rate, reached after warm-up
+    min_lr: float = 6e-5  # learning rate at the end of the cosine decay
     warmup_iters: int = 100  # linear warm-up steps
     lr_decay_iters: int = 5000  # cosine decay ends here, then min_lr
     decay_lr: bool = True  # False: constant learning_rate
     weight_decay: float = 0.1  # applied to 2-D weights only
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.95  # AdamW beta2
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     # --- evaluation, logging, checkpoints ---
     eval_interval: int = 250  # evaluate (and checkpoint) every this many steps
     eval_iters: int = 200  # batches per split for each evaluation
     log_interval: int = 10  # steps between metric lines
     keep_last: int = 2  # keep this many newest checkpoints (plus the best)
-    seed: int = 1337
+    seed: int = 1337  # seeds weights, dropout and the data order
     progress: bool = True  # tqdm progress bar on stderr
     wandb_log: bool = False  # needs `pip install 'nanogpt[wandb]'`
-    wandb_project: str = "nanogpt"
-    wandb_run_name: str | None = None
+    wandb_project: str = "nanogpt"  # wandb project name
+    wandb_run_name: str | None = None  # wandb run name (unset: wandb picks one)
     tensorboard: bool = False  # needs `pip install 'nanogpt[tensorboard]'`; writes OUT/tb
     # --- hardware ---
     device: Device = "auto"  # auto: cuda, then mps, then cpu
     dtype: DType = "auto"  # auto: bfloat16 on GPUs that have it, else float16 (+GradScaler); cpu float32
     compile: bool = False  # torch.compile; switched off with a warning where unsupported
-    peak_flops: float | None = None  # FLOP/s to compute MFU against (default: table or measured)
+    peak_flops: float | None = None  # FLOP/s that MFU is relative to (unset: GPU data sheet, or measured on CPU)
     # --- faults ---
     on_nan: OnNaN = "stop"  # non-finite loss: stop before the optimizer step, or skip the step
 
