@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -31,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+_SHARED = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+if _SHARED.exists():  # the offline copy beside the checkout, as the tests and Makefile use
+    os.environ.setdefault("NANOGPT_SHAKESPEARE", str(_SHARED))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402

@@ -36,6 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+_SHARED = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+if _SHARED.exists():  # the offline copy beside the checkout, as the tests and Makefile use
+    os.environ.setdefault("NANOGPT_SHAKESPEARE", str(_SHARED))
 
 import torch  # noqa: E402
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -57,11 +58,20 @@ def _cell(v) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
+def machine_key(machine: str, device: str) -> str:
+    """One heading per machine even when scripts spell it differently ('x86_64, 2 cores',
+    'AMD EPYC, 2 logical cores'): CPUs by core count, GPUs by device name."""
+    if device.lower().startswith("cpu"):
+        m = re.search(r"(\d+)\s*(?:logical\s*)?(?:cpu\s*)?cores?", machine, re.I)
+        return f"CPU, {m.group(1)} cores" if m else machine
+    return device
+
+
 def render(results: list[dict]) -> str:
     out = [HEADER]
     by_machine: dict[str, list[dict]] = {}
     for r in results:
-        by_machine.setdefault(f"{r['machine']} / {r['device']}", []).append(r)
+        by_machine.setdefault(machine_key(r["machine"], r["device"]), []).append(r)
     if not any("cuda" in r["device"].lower() or "gpu" in r["device"].lower() or
                any(g in r["device"] for g in ("H100", "H200", "A100", "NVIDIA"))
                for r in results):
@@ -69,6 +79,8 @@ def render(results: list[dict]) -> str:
                    "measures them in one call on a CUDA machine (`--dry-run` checks it on CPU).\n")
     for machine in sorted(by_machine):
         out.append(f"## {machine}\n")
+        spellings = sorted({f"{r['machine']} ({r['device']})" for r in by_machine[machine]})
+        out.append("Machine as each script describes it: " + "; ".join(spellings) + "\n")
         for r in sorted(by_machine[machine], key=lambda r: r["title"]):
             out.append(f"### {r['title']}\n")
             out.append(f"date {r['date']} · torch {r['torch']} · source `benchmarks/results/{r['_file']}`  ")
