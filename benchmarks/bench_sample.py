@@ -109,9 +109,20 @@ def bench_gpt2(repeats: int, new: int = 100) -> None:
     def run_ours_module_path():
         outs["module"] = generate(ours, idx, new, temperature=0, fast=False)
 
+    mats = [w.detach().t().contiguous() for n, w in ours.named_parameters() if n.endswith(".weight")
+            and w.dim() == 2 and ".h." in n] + [ours.lm_head.weight.detach().t().contiguous()]
+    vecs = {m.size(0): torch.randn(1, m.size(0)) for m in mats}
+
+    @torch.inference_mode()
+    def floor():  # only the weight mat-vecs of one decode step, in the fastest layout measured
+        for _ in range(10):
+            for m in mats:
+                vecs[m.size(0)] @ m
+
     load0 = load()
-    times = interleave({"hf": run_hf, "nanogpt": run_ours, "nanogpt_module_path": run_ours_module_path},
-                       repeats)
+    times = interleave({"hf": run_hf, "nanogpt": run_ours, "nanogpt_module_path": run_ours_module_path,
+                        "matvec_floor_x10": floor}, repeats)
+    floor_ms = statistics.median(times.pop("matvec_floor_x10")) / 10 * 1000
     assert outs["ours"].shape == outs["hf"].shape == (1, 16 + new)
     same = int((outs["ours"] == outs["hf"]).all(dim=0).sum()) - 16
     tps = {k: new / statistics.median(v) for k, v in times.items()}
@@ -121,6 +132,9 @@ def bench_gpt2(repeats: int, new: int = 100) -> None:
         "speedup_vs_hf": round(tps["nanogpt"] / tps["hf"], 3),
         "nanogpt_module_path_tokens_per_s": round(tps["nanogpt_module_path"], 2),
         "greedy_tokens_equal_to_hf": f"{same}/{new}",
+        "nanogpt_ms_per_token": round(1000 / tps["nanogpt"], 2),
+        "hf_ms_per_token": round(1000 / tps["hf"], 2),
+        "matvec_floor_ms_per_token": round(floor_ms, 2),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
     }
@@ -128,6 +142,9 @@ def bench_gpt2(repeats: int, new: int = 100) -> None:
              f"{new} new greedy tokens; median of {repeats} interleaved runs (seconds: "
              f"{ {k: [round(x, 2) for x in v] for k, v in times.items()} }). "
              f"nanogpt_module_path is the engine through GPT.forward (fast=False). "
+             f"matvec_floor: just the 49 weight mat-vecs of one decode step ((in, out) layout), the "
+             f"memory-bandwidth bound of fp32 batch-1 decoding; issue #5's 1.5x over HF would need "
+             f"{1000 / tps['hf'] / 1.5:.1f} ms/token (see docs/inference.md). "
              f"Load average before/after: {load0} / {load()} (the machine was shared if > threads).")
     write("sample_gpt2", "Sampling speed: GPT-2 124M shape vs transformers generate (CPU)", figures, notes)
     print(json.dumps(figures, indent=2))

@@ -97,7 +97,8 @@ def throughput(data_dir: str, rounds: int, per_round: int, warmup: int) -> tuple
         fig[f"{name}: warm-up incl. compile, s"] = round(compile_s[name], 1)
     base = statistics.median(times["eager"])
     fig["speed-up compiled+fused vs eager"] = round(base / statistics.median(times["compiled+fused"]), 3)
-    notes.append(f"CPU: {bench.cpu_model()}, {torch.get_num_threads()} threads")
+    notes.append(f"CPU: {bench.cpu_model()}, {torch.get_num_threads()} threads, "
+                 f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     notes.append(f"{rounds} rounds x {per_round} steps per variant, interleaved; 1-min load average "
                  f"{load0:.2f} before, {load1:.2f} after (on 2 cores, > ~0.5 means other processes "
                  f"competed for the CPU and medians are pessimistic)")
@@ -163,8 +164,15 @@ def main() -> int:
                     help="force torch.compile on/off in the quality runs (default: the preset's)")
     ap.add_argument("--train-args", default="", help="extra `nanogpt train` flags for the quality runs")
     ap.add_argument("--data-dir", default=None, help="prepared shakespeare_char (default: temp dir)")
+    ap.add_argument("--omp-passive", action="store_true",
+                    help="set OMP_WAIT_POLICY=PASSIVE (for a shared machine: OpenMP threads then sleep "
+                         "instead of spinning while they wait; see docs/performance.md)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/train_throughput_cpu.json"))
     a = ap.parse_args()
+    if a.omp_passive and os.environ.get("OMP_WAIT_POLICY") != "PASSIVE":
+        # OpenMP reads it once, when torch loads: start again with it set (children inherit it).
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="nanogpt-bench-") as work:
         data_dir = a.data_dir

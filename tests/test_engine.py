@@ -278,3 +278,11 @@ def test_fast_decoder_matches_model_forward_and_tracks_weight_changes():
     assert fast_decoder(model) is not dec
     assert fast_decoder(Scripted(model.config)) is None  # a subclass keeps its own forward
     assert fast_decoder(model.train()) is None
+
+
+def test_stop_escapes_for_the_shell():
+    from nanogpt.engine import unescape
+
+    assert unescape(r"\n\n") == "\n\n" and unescape(r"a\tb\r") == "a\tb\r"
+    assert unescape(r"x\\ny") == "x\\ny"  # an escaped backslash stays one backslash
+    assert unescape("THE END") == "THE END" and unescape(r"\q") == r"\q"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import re
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -400,7 +401,7 @@ class SampleConfig:
     seed: int = 1337
     """random seed: the same seed and options give the same text"""
     stop: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """stop a completion at this string, which is not printed (repeatable)"""
+    """stop a completion at this string, which is not printed (\\n, \\t, \\\\ are escapes)"""
     device: str = "cpu"
     """cpu, cuda, cuda:1, mps"""
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -467,6 +468,12 @@ def read_prompt(cfg: SampleConfig) -> str | None:
         raise NanoGPTError(f"cannot read --prompt-file {cfg.prompt_file}: {e}") from None
 
 
+def unescape(s: str) -> str:
+    """Shell-friendly escapes for --stop: backslash-n, backslash-t, backslash-r, double backslash."""
+    table = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+    return re.sub(r"\\([ntr\\])", lambda m: table[m.group(1)], s)
+
+
 def sample_stream(cfg: SampleConfig, loaded: Any, ids: list[int],
                   generator: torch.Generator) -> Generation:
     """A batch-1 Generation continuing ids with cfg's sampling options."""
@@ -474,4 +481,4 @@ def sample_stream(cfg: SampleConfig, loaded: Any, ids: list[int],
     return Generation(loaded.model, torch.tensor([ids], dtype=torch.long, device=device),
                       cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                       top_p=cfg.top_p, min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty,
-                      stop=list(cfg.stop), tokenizer=loaded.tokenizer, generator=generator)
+                      stop=[unescape(x) for x in cfg.stop], tokenizer=loaded.tokenizer, generator=generator)
