@@ -54,6 +54,16 @@ def load() -> str:
         return "n/a"
 
 
+def contention_note(before: str, after: str) -> str:
+    """A loud warning when other processes competed for the CPU during the run."""
+    try:
+        busy = max(float(before.split()[0]), float(after.split()[0])) > 0.75 * (os.cpu_count() or 1)
+    except (ValueError, IndexError):
+        return ""
+    return ("CONTENDED RUN: other processes shared the CPU, so ratios are unreliable (many small "
+            "multithreaded ops suffer most); re-run on a quiet machine. " if busy else "")
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -138,14 +148,15 @@ def bench_gpt2(repeats: int, new: int = 100) -> None:
         "threads": torch.get_num_threads(),
         "repeats": repeats,
     }
-    notes = (f"GPT-2 124M shape, random weights shared by both sides, fp32, batch 1, 16-token prompt, "
+    load1 = load()
+    notes = contention_note(load0, load1) + (f"GPT-2 124M shape, random weights shared by both sides, fp32, batch 1, 16-token prompt, "
              f"{new} new greedy tokens; median of {repeats} interleaved runs (seconds: "
              f"{ {k: [round(x, 2) for x in v] for k, v in times.items()} }). "
              f"nanogpt_module_path is the engine through GPT.forward (fast=False). "
              f"matvec_floor: just the 49 weight mat-vecs of one decode step ((in, out) layout), the "
              f"memory-bandwidth bound of fp32 batch-1 decoding; issue #5's 1.5x over HF would need "
              f"{1000 / tps['hf'] / 1.5:.1f} ms/token (see docs/inference.md). "
-             f"Load average before/after: {load0} / {load()} (the machine was shared if > threads).")
+             f"Load average before/after: {load0} / {load1}.")
     write("sample_gpt2", "Sampling speed: GPT-2 124M shape vs transformers generate (CPU)", figures, notes)
     print(json.dumps(figures, indent=2))
 
@@ -176,12 +187,13 @@ def bench_shakespeare(repeats: int) -> None:
         raw[new] = {k: [round(x, 3) for x in v] for k, v in times.items()}
     figures["repeats"] = repeats
     figures["threads"] = torch.get_num_threads()
-    notes = (f"shakespeare-char shape (10.6M, 6/6/384, block 256, vocab 65), random weights, fp32, "
+    load1 = load()
+    notes = contention_note(load0, load1) + (f"shakespeare-char shape (10.6M, 6/6/384, block 256, vocab 65), random weights, fp32, "
              f"batch 1, 1-token prompt, greedy; outputs of both sides identical. 255 new tokens fit "
              f"in one block; 500 run 245 steps past it, where exact agreement with the oracle "
              f"forces a full recompute of the 256-token window per token (positions are absolute), "
              f"so those steps cost what the uncached oracle's do. Median of {repeats} interleaved "
-             f"runs (seconds: {raw}). Load average before/after: {load0} / {load()}.")
+             f"runs (seconds: {raw}). Load average before/after: {load0} / {load1}.")
     write("sample_shakespeare_char", "Sampling speed: shakespeare-char shape, KV cache vs uncached (CPU)",
           figures, notes)
     print(json.dumps(figures, indent=2))
