@@ -99,7 +99,8 @@ def throughput(data_dir: str, rounds: int, per_round: int, warmup: int) -> tuple
     fig["speed-up compiled+fused vs eager"] = round(base / statistics.median(times["compiled+fused"]), 3)
     notes.append(f"CPU: {bench.cpu_model()}, {torch.get_num_threads()} threads, "
                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
-    notes.append(f"{rounds} rounds x {per_round} steps per variant, interleaved; 1-min load average "
+    notes.append(f"{rounds} rounds x {per_round} timed steps per variant, interleaved (the first step after "
+                 f"each switch untimed); 1-min load average "
                  f"{load0:.2f} before, {load1:.2f} after (on 2 cores, > ~0.5 means other processes "
                  f"competed for the CPU and medians are pessimistic)")
     return fig, notes
@@ -153,8 +154,8 @@ def quality(data_dir: str, seeds: list[int], target: float, eval_interval: int,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--per-round", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--per-round", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--skip-quality", action="store_true", help="throughput only (keeps old quality figures)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1337, 1338, 1339])
@@ -190,7 +191,10 @@ def main() -> int:
                         if k.startswith(("time to val loss", "final val loss", "time-to-quality"))}
                 if kept:
                     figures.update(kept)
-                    notes.append(f"time-to-quality figures carried over from the run of {prev['date']}")
+                    prev_notes = prev["notes"].split(". Predictions and outcomes")[0]
+                    seeds = [n for n in prev_notes.split("; ") if n.startswith("seed ")]
+                    notes.append(f"time-to-quality figures carried over from the run of {prev['date']} "
+                                 f"({prev['command']}): " + "; ".join(seeds))
             if not any(k.startswith("time to val loss") for k in figures):
                 figures[f"time to val loss {a.target}"] = "not measured (run without --skip-quality)"
         else:

@@ -52,7 +52,7 @@ def _cell(v) -> str:
     if v is None:
         return "not measured"
     if isinstance(v, float):
-        v = f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+        v = f"{v:,.6g}" if abs(v) < 1e6 else f"{v:,.0f}"
     elif isinstance(v, int) and not isinstance(v, bool):
         v = f"{v:,}"
     return str(v).replace("|", "\\|").replace("\n", " ")

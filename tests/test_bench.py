@@ -166,7 +166,7 @@ def test_make_benchmarks_md(tmp_path, capsys):
     assert mk.main(["--results", str(res), "--out", str(out)]) == 0
     text = out.read_text()
     assert "GPU figures: not yet taken — no GPU was lent" in text
-    assert "| ratio | 0.7123 |" in text and "| tokens/s | 31,000 |" in text
+    assert "| ratio | 0.71234 |" in text and "| tokens/s | 31,000 |" in text
     assert "| not yet | not measured |" in text and "`python x.py`" in text
     err = capsys.readouterr().err
     assert "broken.json" in err and "partial.json" in err

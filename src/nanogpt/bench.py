@@ -180,10 +180,13 @@ def time_calls(fn: Callable[[], Any], n: int, device: torch.device) -> list[floa
 def interleave(fns: dict[str, Callable[[], Any]], rounds: int, per_round: int,
                device: torch.device) -> dict[str, list[float]]:
     """Time several variants ABAB...: per_round calls of each, rounds times, so that a change in
-    background load hits every variant alike. Returns each variant's per-call seconds."""
+    background load hits every variant alike. The first call after each switch is not timed: it
+    pays for reloading that variant's weights and optimizer state into the caches, which a run
+    of one variant never does. Returns each variant's per-call seconds."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            time_calls(fn, 1, device)
             times[k] += time_calls(fn, per_round, device)
     return times
 
