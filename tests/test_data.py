@@ -298,12 +298,20 @@ def test_seeded_and_exactly_resumable(tiny_dir):
 def test_epochs_visit_every_window_once(tiny_dir):
     loader = BatchLoader(tiny_dir, "train", block_size=10, batch_size=7, seed=1, epochs=True)
     n = loader.num_windows
-    assert n == 99
+    assert n == 98 and loader.phase_slack == 999 - 980  # one window given up for the phase
+    # tokens equal their positions, so a window's first token is its offset
     starts = torch.cat([x[:, 0] for x, _ in _batches(loader, 30)]).tolist()  # 210 samples > 2 epochs
-    assert sorted(starts[:n]) == list(range(0, 990, 10))
-    assert sorted(starts[n:2 * n]) == list(range(0, 990, 10))
+    phases = []
+    for epoch in (starts[:n], starts[n:2 * n]):  # one grid per epoch, every window once
+        phase = min(epoch)
+        assert 0 <= phase <= loader.phase_slack
+        assert sorted(epoch) == list(range(phase, phase + 980, 10))
+        phases.append(phase)
     assert starts[:n] != starts[n:2 * n]  # a fresh shuffle per epoch
-    assert loader.epoch == pytest.approx(210 / 99)
+    assert loader.epoch == pytest.approx(210 / 98)
+    # the grid moves between epochs (phases drawn from 20 values; seed 1 gives distinct ones)
+    assert len({BatchLoader(tiny_dir, "train", 10, 7, seed=s, epochs=True)._block("perm", 0)[0] % 10
+                for s in range(10)}) > 1
 
 
 @pytest.mark.parametrize("epochs", [False, True])

@@ -131,10 +131,12 @@ class BatchLoader:
 
     - random mode (`epochs=False`, nanoGPT's): sample p starts at a uniform random offset in
       [0, n - T - 1], drawn from a generator seeded by (seed, p // 4096);
-    - epoch mode (`epochs=True`): the data is cut into the (n - 1) // T windows starting at
-      multiples of T (x windows never overlap); epoch e is a permutation of them seeded by
-      (seed, e), and the stream is epoch 0's permutation, then epoch 1's, ... Every window is
-      seen exactly once per epoch, without replacement.
+    - epoch mode (`epochs=True`): epoch e cuts the data into `num_windows` windows starting at
+      phase_e + multiples of T (x windows never overlap), in an order shuffled by (seed, e); the
+      stream is epoch 0's windows, then epoch 1's, ... Every window is seen exactly once per
+      epoch, without replacement. The phase is drawn per epoch in [0, slack], where one window
+      is given up (when there are two or more) so that the slack spans every position modulo T:
+      each epoch shows tokens at new positions instead of the same grid every time.
 
     DDP guarantee: the loader of rank r in a world of W reads, at its k-th call, the stream
     samples [(k*W + r)*B, (k*W + r + 1)*B). So the union over ranks of batch k (in rank order)
@@ -173,7 +175,10 @@ class BatchLoader:
                 f"the {split} split of {data_dir} has {n} tokens, fewer than block_size + 1 = "
                 f"{block_size + 1}; use a smaller block_size or more text (or a larger --val-fraction)"
             )
-        self.num_windows = (n - 1) // block_size  # epoch mode
+        # Epoch mode: windows per epoch, and how far the grid may shift (see the docstring).
+        whole = (n - 1) // block_size
+        self.num_windows = whole - 1 if whole >= 2 else whole
+        self.phase_slack = (n - 1) - self.num_windows * block_size  # >= T - 1 when whole >= 2
         self.consumed = 0  # global samples drawn by all ranks together
         self._cache: dict[tuple[str, int], np.ndarray] = {}
 
@@ -197,7 +202,8 @@ class BatchLoader:
                 block = rng.integers(0, self.num_tokens - self.block_size, size=_CHUNK)
             else:  # one epoch's permutation of window starts
                 rng = np.random.default_rng([self.seed, 1, index])
-                block = rng.permutation(self.num_windows) * self.block_size
+                phase = int(rng.integers(0, self.phase_slack + 1))
+                block = phase + rng.permutation(self.num_windows) * self.block_size
             self._cache[key] = block
         return self._cache[key]
 

@@ -92,7 +92,8 @@ class Trainer:
                                f"--out-dir {cfg.data_dir}' first (or pass --data-dir)")
         self.meta = load_meta(cfg.data_dir)
         self.loader = BatchLoader(cfg.data_dir, "train", cfg.block_size, cfg.batch_size,
-                                  seed=cfg.seed, rank=self.rank, world_size=self.world_size)
+                                  seed=cfg.seed, rank=self.rank, world_size=self.world_size,
+                                  epochs=cfg.epochs)
         self.eval_loaders = {
             split: BatchLoader(cfg.data_dir, split, cfg.block_size, cfg.batch_size, seed=cfg.seed + 1)
             for split in ("train", "val")

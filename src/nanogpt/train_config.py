@@ -68,6 +68,7 @@ class TrainConfig:
     log_interval: int = 10  # steps between metric lines
     keep_last: int = 2  # keep this many newest checkpoints (plus the best)
     seed: int = 1337  # seeds weights, dropout and the data order
+    epochs: bool = False  # read the training data in shuffled epochs without replacement (else nanoGPT's random windows)
     progress: bool = True  # tqdm progress bar on stderr
     wandb_log: bool = False  # needs `pip install 'nanogpt[wandb]'`
     wandb_project: str = "nanogpt"  # wandb project name
