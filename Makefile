@@ -37,7 +37,12 @@ setup-test: $(VENV)/.installed-test
 
 demo: setup
 	$(BIN)/nanogpt prepare shakespeare_char
-	$(BIN)/nanogpt train --preset shakespeare-char-cpu --out-dir $(RUN)
+	@if ls -d $(RUN)/ckpt-* >/dev/null 2>&1; then \
+	  echo "$(RUN) already holds a run: resuming it (delete $(RUN) to train afresh)"; \
+	  $(BIN)/nanogpt train --preset shakespeare-char-cpu --out-dir $(RUN) --init-from resume; \
+	else \
+	  $(BIN)/nanogpt train --preset shakespeare-char-cpu --out-dir $(RUN); \
+	fi
 	$(BIN)/nanogpt sample $(RUN) --max-new-tokens 500
 
 test: setup-test

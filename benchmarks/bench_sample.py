@@ -2,7 +2,10 @@
 
 1. GPT-2 124M shape (random weights, 16-token prompt, 100 new tokens): nanogpt's KV-cached engine
    vs transformers' GPT2LMHeadModel.generate (use_cache=True, do_sample=False), built offline
-   from GPT2Config with the same weights, so both must also produce the same tokens.
+   from GPT2Config with the same weights, so both must also produce the same tokens. nanogpt is
+   timed as `nanogpt sample` runs it at temperature 0 (exact n-gram speculation on) and with
+   speculation off; HF is timed plain and with its own prompt lookup (prompt_lookup_num_tokens),
+   the like-for-like peer of our speculation.
 2. shakespeare-char shape (6 layers, 6 heads, 384 wide, block 256, vocab 65; 500 new tokens): the
    engine vs the seed-style uncached generate (the oracle). Also within one block (255 tokens),
    where no sliding window is needed.
@@ -28,8 +31,9 @@ from pathlib import Path
 
 import torch
 
-from nanogpt.engine import generate, generate_uncached
+from nanogpt.engine import Generation, generate, generate_uncached
 from nanogpt.model import GPT, GPTConfig, state_dict_from_hf
+from nanogpt.speculative import DEFAULT_DRAFT as DRAFT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUFFIX = ""
@@ -113,11 +117,22 @@ def bench_gpt2(repeats: int, new: int = 100) -> None:
     def run_hf():
         outs["hf"] = hf.generate(idx, max_new_tokens=new, do_sample=False, use_cache=True)
 
-    def run_ours():
-        outs["ours"] = generate(ours, idx, new, temperature=0)
+    @torch.inference_mode()
+    def run_hf_lookup():
+        outs["hf_lookup"] = hf.generate(idx, max_new_tokens=new, do_sample=False, use_cache=True,
+                                        prompt_lookup_num_tokens=DRAFT)
+
+    def run_ours():  # the default at temperature 0: exact speculation with n-gram drafts
+        gen = Generation(ours, idx, new, temperature=0)
+        for _ in gen:
+            pass
+        outs["ours"], outs["stats"] = gen.result(), gen.spec_stats
+
+    def run_ours_plain():
+        outs["plain"] = generate(ours, idx, new, temperature=0, speculate=0)
 
     def run_ours_module_path():
-        outs["module"] = generate(ours, idx, new, temperature=0, fast=False)
+        outs["module"] = generate(ours, idx, new, temperature=0, fast=False, speculate=0)
 
     mats = [w.detach().t().contiguous() for n, w in ours.named_parameters() if n.endswith(".weight")
             and w.dim() == 2 and ".h." in n] + [ours.lm_head.weight.detach().t().contiguous()]
@@ -130,19 +145,29 @@ def bench_gpt2(repeats: int, new: int = 100) -> None:
                 vecs[m.size(0)] @ m
 
     load0 = load()
-    times = interleave({"hf": run_hf, "nanogpt": run_ours, "nanogpt_module_path": run_ours_module_path,
-                        "matvec_floor_x10": floor}, repeats)
+    times = interleave({"hf": run_hf, "hf_prompt_lookup": run_hf_lookup, "nanogpt": run_ours,
+                        "nanogpt_no_speculation": run_ours_plain,
+                        "nanogpt_module_path": run_ours_module_path, "matvec_floor_x10": floor}, repeats)
     floor_ms = statistics.median(times.pop("matvec_floor_x10")) / 10 * 1000
     assert outs["ours"].shape == outs["hf"].shape == (1, 16 + new)
     same = int((outs["ours"] == outs["hf"]).all(dim=0).sum()) - 16
+    assert torch.equal(outs["ours"], outs["plain"]) and torch.equal(outs["ours"], outs["module"])
     tps = {k: new / statistics.median(v) for k, v in times.items()}
+    st = outs["stats"]
     figures = {
         "nanogpt_tokens_per_s": round(tps["nanogpt"], 2),
         "hf_generate_tokens_per_s": round(tps["hf"], 2),
         "speedup_vs_hf": round(tps["nanogpt"] / tps["hf"], 3),
+        "nanogpt_no_speculation_tokens_per_s": round(tps["nanogpt_no_speculation"], 2),
+        "speedup_vs_hf_no_speculation": round(tps["nanogpt_no_speculation"] / tps["hf"], 3),
+        "hf_prompt_lookup_tokens_per_s": round(tps["hf_prompt_lookup"], 2),
+        "speedup_vs_hf_prompt_lookup": round(tps["nanogpt"] / tps["hf_prompt_lookup"], 3),
+        "draft_tokens_accepted": f"{st.accepted}/{st.proposed} in {st.verify_steps} verify passes",
         "nanogpt_module_path_tokens_per_s": round(tps["nanogpt_module_path"], 2),
         "greedy_tokens_equal_to_hf": f"{same}/{new}",
+        "hf_prompt_lookup_tokens_equal_to_hf": f"{int((outs['hf_lookup'] == outs['hf']).all(dim=0).sum()) - 16}/{new}",
         "nanogpt_ms_per_token": round(1000 / tps["nanogpt"], 2),
+        "nanogpt_no_speculation_ms_per_token": round(1000 / tps["nanogpt_no_speculation"], 2),
         "hf_ms_per_token": round(1000 / tps["hf"], 2),
         "matvec_floor_ms_per_token": round(floor_ms, 2),
         "threads": torch.get_num_threads(),
@@ -152,7 +177,14 @@ def bench_gpt2(repeats: int, new: int = 100) -> None:
     notes = contention_note(load0, load1) + (f"GPT-2 124M shape, random weights shared by both sides, fp32, batch 1, 16-token prompt, "
              f"{new} new greedy tokens; median of {repeats} interleaved runs (seconds: "
              f"{ {k: [round(x, 2) for x in v] for k, v in times.items()} }). "
-             f"nanogpt_module_path is the engine through GPT.forward (fast=False). "
+             f"nanogpt is the engine as `nanogpt sample` runs greedy decoding: exact speculation "
+             f"with n-gram (prompt-lookup) drafts of up to {DRAFT} tokens, verified in one pass; "
+             f"its output equals the plain engine's token for token. How much it gains depends "
+             f"on how repetitive the text is: greedy text from random weights repeats a lot "
+             f"(see draft_tokens_accepted), natural text far less. nanogpt_no_speculation is one "
+             f"token per forward pass, the like-for-like figure against plain HF generate; "
+             f"hf_prompt_lookup is HF's own n-gram speculation with the same draft length. "
+             f"nanogpt_module_path is the engine through GPT.forward (fast=False, no speculation). "
              f"matvec_floor: just the 49 weight mat-vecs of one decode step ((in, out) layout), the "
              f"memory-bandwidth bound of fp32 batch-1 decoding; issue #5's 1.5x over HF would need "
              f"{1000 / tps['hf'] / 1.5:.1f} ms/token (see docs/inference.md). "
@@ -172,24 +204,33 @@ def bench_shakespeare(repeats: int) -> None:
     for new in (255, 500):  # 255: the whole sequence fits in block_size 256; 500 slides
         outs = {}
 
-        def cached():
+        def cached():  # the default at temperature 0: speculation on
             outs["cached"] = generate(model, idx, new, temperature=0)
+
+        def cached_plain():
+            outs["plain"] = generate(model, idx, new, temperature=0, speculate=0)
 
         def uncached():
             outs["uncached"] = generate_uncached(model, idx, new, temperature=0)
 
-        times = interleave({"cached": cached, "uncached": uncached}, repeats)
+        times = interleave({"cached": cached, "cached_no_speculation": cached_plain,
+                            "uncached": uncached}, repeats)
         assert torch.equal(outs["cached"], outs["uncached"])  # exact, across the boundary too
-        c, u = (new / statistics.median(times[k]) for k in ("cached", "uncached"))
+        assert torch.equal(outs["plain"], outs["uncached"])
+        c, p, u = (new / statistics.median(times[k]) for k in ("cached", "cached_no_speculation", "uncached"))
         figures[f"cached_tokens_per_s_{new}"] = round(c, 1)
+        figures[f"cached_no_speculation_tokens_per_s_{new}"] = round(p, 1)
         figures[f"uncached_tokens_per_s_{new}"] = round(u, 1)
         figures[f"speedup_{new}"] = round(c / u, 2)
+        figures[f"speedup_no_speculation_{new}"] = round(p / u, 2)
         raw[new] = {k: [round(x, 3) for x in v] for k, v in times.items()}
     figures["repeats"] = repeats
     figures["threads"] = torch.get_num_threads()
     load1 = load()
     notes = contention_note(load0, load1) + (f"shakespeare-char shape (10.6M, 6/6/384, block 256, vocab 65), random weights, fp32, "
-             f"batch 1, 1-token prompt, greedy; outputs of both sides identical. 255 new tokens fit "
+             f"batch 1, 1-token prompt, greedy; outputs of all sides identical. cached is the "
+             f"default engine (exact n-gram speculation on at temperature 0; it only applies while "
+             f"the context fits in block_size), cached_no_speculation one token per pass. 255 new tokens fit "
              f"in one block; 500 run 245 steps past it, where exact agreement with the oracle "
              f"forces a full recompute of the 256-token window per token (positions are absolute), "
              f"so those steps cost what the uncached oracle's do. Median of {repeats} interleaved "

@@ -281,7 +281,7 @@ def test_fast_decoder_matches_model_forward_and_tracks_weight_changes():
 
 
 def test_stop_escapes_for_the_shell():
-    from nanogpt.engine import unescape
+    from nanogpt.sample import unescape
 
     assert unescape(r"\n\n") == "\n\n" and unescape(r"a\tb\r") == "a\tb\r"
     assert unescape(r"x\\ny") == "x\\ny"  # an escaped backslash stays one backslash

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import codecs
 import logging
-import re
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
-import tyro
 
 from nanogpt.errors import ConfigError, NanoGPTError
 from nanogpt.kv_cache import KVCache
 from nanogpt.sampling import SamplingParams, sample_next
+from nanogpt.speculative import DEFAULT_DRAFT, SpecStats, ngram_draft, verify_greedy
 
 log = logging.getLogger(__name__)
 
@@ -134,20 +132,26 @@ class FastDecoder:
 
     def step(self, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """tok (B,) at position cache.pos -> next-token logits (B, V); appends to the cache."""
+        return self.forward(tok[:, None], cache)[:, 0]
+
+    def forward(self, toks: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """toks (B, T) at positions cache.pos.. -> logits (B, T, V); appends all T to the cache."""
         cfg, t, pos = self.model.config, self.model.transformer, cache.pos
-        B, C, nh = tok.size(0), cfg.n_embd, cfg.n_head
-        lin, ln = self._linear, torch.nn.functional.layer_norm
-        x = t.wte.weight[tok] + t.wpe.weight[pos]  # (B, C)
+        (B, T), C, nh = toks.shape, cfg.n_embd, cfg.n_head
+        lin, ln, F = self._linear, torch.nn.functional.layer_norm, torch.nn.functional
+        x = (t.wte.weight[toks] + t.wpe.weight[pos:pos + T]).view(B * T, C)  # (B*T, C)
+        # Query i sits at absolute position pos + i and sees the cache up to there.
+        mask = None if T == 1 else torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(pos)
         for i, (w1, b1, w2, b2, wa, ba, wp, bp, wf, bf, wm, bm) in enumerate(self.layers):
-            qkv = lin(ln(x, (C,), w1, b1), wa, ba)  # (B, 3C)
-            q, k, v = qkv.view(B, 3, nh, C // nh).unbind(1)  # each (B, nh, hs)
-            keys, values = cache.update(i, k[:, :, None], v[:, :, None])  # (B, nh, pos+1, hs)
-            y = torch.nn.functional.scaled_dot_product_attention(q[:, :, None], keys, values)
-            x = lin(y.view(B, C), wp, bp).add_(x)  # (B, nh, 1, hs) -> (B, C), plus the residual
-            h = torch.nn.functional.gelu(lin(ln(x, (C,), w2, b2), wf, bf), approximate=self.gelu)
-            x = lin(h, wm, bm).add_(x)  # (B, 4C) -> (B, C)
-        cache.advance(1)
-        return torch.mm(ln(x, (C,), t.ln_f.weight, t.ln_f.bias), self.head_t)  # (B, V)
+            qkv = lin(ln(x, (C,), w1, b1), wa, ba)  # (B*T, 3C)
+            q, k, v = qkv.view(B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
+            keys, values = cache.update(i, k, v)  # (B, nh, pos+T, hs)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, nh, T, hs)
+            x = lin(y.transpose(1, 2).reshape(B * T, C), wp, bp).add_(x)  # plus the residual
+            h = F.gelu(lin(ln(x, (C,), w2, b2), wf, bf), approximate=self.gelu)  # (B*T, 4C)
+            x = lin(h, wm, bm).add_(x)  # (B*T, C)
+        cache.advance(T)
+        return torch.mm(ln(x, (C,), t.ln_f.weight, t.ln_f.bias), self.head_t).view(B, T, -1)
 
 
 def _weights_signature(model: Any) -> tuple:
@@ -185,7 +189,8 @@ class Generation:
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  min_p: float | None = None, repetition_penalty: float = 1.0,
                  eot_id: int | None = None, stop: Sequence[str] | str | None = None,
-                 tokenizer: Any = None, generator: torch.Generator | None = None, fast: bool = True):
+                 tokenizer: Any = None, generator: torch.Generator | None = None, fast: bool = True,
+                 speculate: int | None = None):
         self.params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
         problems = self.params.problems()
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -193,6 +198,9 @@ class Generation:
         stop = [stop] if isinstance(stop, str) else list(stop or [])
         if stop and tokenizer is None:
             problems.append("stop strings need a tokenizer to decode the generated text")
+        if speculate is not None and (isinstance(speculate, bool) or not isinstance(speculate, int)
+                                      or speculate < 0):
+            problems.append(f"speculate must be an integer >= 0 (0 turns it off), got {speculate!r}")
         if problems:
             raise ConfigError("generation options", problems)
         self.model = model
@@ -230,6 +238,18 @@ class Generation:
         if self.window_slid:
             self._warn_slide()
         self.steps = 0
+        # Exact speculative decoding (nanogpt.speculative): greedy, batch 1 only. None = automatic.
+        # It needs every position's logits from forward, so models that override it are left out.
+        from nanogpt.model import GPT
+
+        if speculate is None:
+            speculate = DEFAULT_DRAFT
+        plain = getattr(type(model), "forward", None) is GPT.forward
+        self.spec_max = speculate if (B == 1 and self.params.temperature == 0 and plain) else 0
+        self.spec_len = self.spec_max  # current draft length: shrinks after misses, regrows
+        self.spec_stats = SpecStats()
+        self._history: list[int] = self.ids[0, :T].tolist() if self.spec_max else []
+        self._pending: list[int] = []  # verified tokens not yet handed out
 
     @property
     def texts(self) -> list[str]:
@@ -261,6 +281,31 @@ class Generation:
             logits, _ = self.model(self._input(n - bs, n))
         return logits[:, -1, : self.vocab]  # (B, vocab): padded ids are never candidates
 
+    def _speculate(self) -> list[int]:
+        """Greedy tokens verified from an n-gram draft, or [] to take a plain step instead.
+
+        Only while the KV cache is live (after prefill, within block_size); the chunk
+        [last] + draft must fit in it, and the draft never runs past max_new_tokens.
+        """
+        n, cache = self.n, self.cache
+        if not self.spec_max or cache is None or n > self.block_size or cache.pos != n - 1:
+            return []
+        room = min(self.spec_len, self.block_size - n, self.max_new_tokens - self.steps - 1)
+        draft = ngram_draft(self._history, max_draft=room) if room > 0 else []
+        if not draft:
+            return []
+        if self._decoder is None and self.fast:
+            self._decoder = fast_decoder(self.model) or False
+        got = verify_greedy(self.model, cache, self._history[-1], draft, vocab=self.vocab,
+                            decoder=self._decoder or None, params=self.params,
+                            present=self.present).tolist()
+        m = len(got) - 1  # draft tokens accepted
+        st = self.spec_stats
+        st.proposed, st.accepted, st.verify_steps = st.proposed + len(draft), st.accepted + m, st.verify_steps + 1
+        # A miss costs a wider forward pass for nothing: draft less after misses, more after hits.
+        self.spec_len = min(self.spec_max, 2 * self.spec_len) if m == len(draft) else max(1, m)
+        return got
+
     def _input(self, start: int, end: int) -> torch.Tensor:
         x = self.ids[:, start:end]  # (B, end - start)
         # Stopped rows may hold pad -1; any valid id will do as their (ignored) input.
@@ -278,8 +323,14 @@ class Generation:
             self.model.eval()
         try:
             with torch.inference_mode():
-                logits = self._logits()
-                tok = sample_next(logits.float(), self.params, self.generator, self.present)  # (B,)
+                if not self._pending:
+                    self._pending = self._speculate()
+                if self._pending:
+                    tok = torch.tensor(self._pending[:1], dtype=torch.long, device=self.ids.device)
+                    del self._pending[0]
+                else:
+                    logits = self._logits()
+                    tok = sample_next(logits.float(), self.params, self.generator, self.present)  # (B,)
         finally:
             if was_training:
                 self.model.train()
@@ -287,6 +338,8 @@ class Generation:
         self.ids[:, self.n] = tok
         self.n += 1
         self.steps += 1
+        if self.spec_max:
+            self._history.append(int(tok[0]))
         if self.present is not None:
             live = ~self.finished
             self.present[live, tok[live]] = True
@@ -367,118 +420,3 @@ def generate_uncached(model: Any, idx: torch.Tensor, max_new_tokens: int, *, tem
             finished |= tok == eot_id
         idx = torch.cat((idx, tok[:, None]), dim=1)
     return idx
-
-
-# --- `nanogpt sample`: options and the prompt/model plumbing the CLI adapter calls -------------
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class SampleConfig:
-    """Options of `nanogpt sample`."""
-
-    model: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL")]
-    """a training run dir, a checkpoint dir, a GPT-2 name (gpt2 ... gpt2-xl) or a HF GPT-2 dir"""
-    prompt: str | None = None
-    """text to continue (default: end-of-text for GPT-2, a newline for character models)"""
-    prompt_file: str | None = None
-    """read the prompt from this file instead"""
-    num_samples: int = 1
-    """how many completions of the prompt"""
-    max_new_tokens: int = 200
-    """tokens to generate per completion (0 returns the prompt unchanged)"""
-    temperature: float = 0.8
-    """0 is greedy (argmax); below 1 is more conservative, above 1 more random"""
-    top_k: int | None = None
-    """sample only from the k most likely tokens"""
-    top_p: float | None = None
-    """nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1]"""
-    min_p: float | None = None
-    """drop tokens less than min_p times as likely as the most likely one, in [0, 1]"""
-    repetition_penalty: float = 1.0
-    """> 1 discourages tokens already in the text (CTRL-style); 1 is off"""
-    seed: int = 1337
-    """random seed: the same seed and options give the same text"""
-    stop: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """stop a completion at this string, which is not printed (\\n, \\t, \\\\ are escapes)"""
-    device: str = "cpu"
-    """cpu, cuda, cuda:1, mps"""
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """weights and compute dtype"""
-    interactive: bool = False
-    """read a prompt per line from stdin and stream a completion, until an empty line or EOF"""
-    json: bool = False
-    """print one JSON object (prompt, samples, token counts, timing) instead of streaming text"""
-
-    def validate(self) -> None:
-        problems = SamplingParams(self.temperature, self.top_k, self.top_p, self.min_p,
-                                  self.repetition_penalty).problems()
-        if self.num_samples < 1:
-            problems.append(f"--num-samples must be at least 1, got {self.num_samples}")
-        if self.max_new_tokens < 0:
-            problems.append(f"--max-new-tokens must be >= 0, got {self.max_new_tokens}")
-        if self.prompt is not None and self.prompt_file is not None:
-            problems.append("give --prompt or --prompt-file, not both")
-        if self.interactive and (self.json or self.prompt is not None or self.prompt_file is not None):
-            problems.append("--interactive reads prompts from stdin; drop --json/--prompt/--prompt-file")
-        if any(s == "" for s in self.stop):
-            problems.append("--stop strings must not be empty")
-        if problems:
-            raise ConfigError("sample options", problems)
-
-
-def load_for_sampling(cfg: SampleConfig) -> Any:
-    """The LoadedModel for cfg.model on cfg.device in cfg.dtype; it must come with a tokenizer."""
-    from nanogpt.checkpoint import load_model
-
-    try:
-        device = torch.device(cfg.device)
-    except RuntimeError:
-        raise NanoGPTError(f"unknown --device {cfg.device!r}; use cpu, cuda, cuda:N or mps") from None
-    loaded = load_model(cfg.model, device)
-    if loaded.tokenizer is None:
-        raise NanoGPTError(f"{loaded.source} has no tokenizer in its config.json, so its text cannot "
-                           f"be encoded; re-save the checkpoint with nanogpt train")
-    loaded.model.to(DTYPES[cfg.dtype]).eval()
-    return loaded
-
-
-def encode_prompt(text: str | None, tokenizer: Any) -> list[int]:
-    """Prompt text -> ids; None means the default start (end-of-text, else a newline)."""
-    if text is None:
-        if tokenizer.eot_id is not None:
-            return [tokenizer.eot_id]
-        text = "\n"
-    if text == "":
-        raise NanoGPTError("the prompt is empty; give some text with --prompt or --prompt-file")
-    ids = tokenizer.encode(text)  # a char tokenizer lists any characters it does not know
-    if not ids:
-        raise NanoGPTError("the prompt encodes to no tokens; give some text")
-    return ids
-
-
-def read_prompt(cfg: SampleConfig) -> str | None:
-    if cfg.prompt_file is None:
-        return cfg.prompt
-    try:
-        with open(cfg.prompt_file, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise NanoGPTError(f"cannot read --prompt-file {cfg.prompt_file}: {e}") from None
-
-
-def unescape(s: str) -> str:
-    """Shell-friendly escapes for --stop: backslash-n, backslash-t, backslash-r, double backslash."""
-    table = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
-    return re.sub(r"\\([ntr\\])", lambda m: table[m.group(1)], s)
-
-
-def sample_stream(cfg: SampleConfig, loaded: Any, ids: list[int],
-                  generator: torch.Generator) -> Generation:
-    """A batch-1 Generation continuing ids with cfg's sampling options."""
-    device = next(loaded.model.parameters()).device
-    return Generation(loaded.model, torch.tensor([ids], dtype=torch.long, device=device),
-                      cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                      top_p=cfg.top_p, min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty,
-                      stop=[unescape(x) for x in cfg.stop], tokenizer=loaded.tokenizer, generator=generator)

@@ -41,5 +41,11 @@ class KVCache:
         """Called by the model once all layers have stored this step's n tokens."""
         self.pos += n
 
+    def truncate(self, pos: int) -> None:
+        """Forget every position from pos on (e.g. rejected draft tokens); they get overwritten."""
+        if not 0 <= pos <= self.pos:
+            raise ValueError(f"cannot truncate a KV cache holding {self.pos} positions to {pos}")
+        self.pos = pos
+
     def reset(self) -> None:
         self.pos = 0

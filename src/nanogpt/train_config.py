@@ -20,6 +20,9 @@ from typing import Any, Literal
 from nanogpt.errors import ConfigError, NanoGPTError, suggest
 from nanogpt.model import GPTConfig
 
+if typing.TYPE_CHECKING:
+    import torch
+
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 OnNaN = Literal["stop", "skip"]

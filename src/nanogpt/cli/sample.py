@@ -10,7 +10,7 @@ import time
 import torch
 import tyro
 
-from nanogpt.engine import (
+from nanogpt.sample import (
     SampleConfig, encode_prompt, load_for_sampling, read_prompt, sample_stream,
 )
 
@@ -64,7 +64,7 @@ def main(argv: list[str], prog: str) -> int:
             if cfg.num_samples > 1:
                 print(SEPARATOR)
         return 0
-    samples, counts, slid = [], [], False
+    samples, counts, slid, proposed, accepted = [], [], False, 0, 0
     start = time.perf_counter()
     for _ in range(cfg.num_samples):
         gen = sample_stream(cfg, loaded, ids, generator)
@@ -73,6 +73,7 @@ def main(argv: list[str], prog: str) -> int:
         samples.append(gen.texts[0])
         counts.append(len(gen.tokens[0]))
         slid = slid or gen.window_slid
+        proposed, accepted = proposed + gen.spec_stats.proposed, accepted + gen.spec_stats.accepted
     seconds = time.perf_counter() - start
     print(json.dumps({
         "model": loaded.source,
@@ -83,8 +84,9 @@ def main(argv: list[str], prog: str) -> int:
         "seconds": round(seconds, 4),
         "tokens_per_s": round(sum(counts) / seconds, 2) if seconds > 0 else None,
         "sliding_window": slid,
+        "speculation": {"proposed": proposed, "accepted": accepted},
         "options": {k: getattr(cfg, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p",
                                                    "min_p", "repetition_penalty", "seed", "stop",
-                                                   "device", "dtype")},
+                                                   "speculate", "device", "dtype")},
     }, ensure_ascii=False, indent=2))
     return 0
