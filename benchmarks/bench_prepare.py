@@ -12,10 +12,8 @@ bytes). Writes benchmarks/results/prepare.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -86,27 +84,21 @@ def main() -> None:
         figures[f"{tok}_peak_rss_mb"] = round(r["peak_rss_mb"])
         print(f"  {r['mb_per_s']:.1f} MB/s, {r['tokens_per_s']:,.0f} tokens/s, peak RSS "
               f"{r['peak_rss_mb']:.0f} MB", file=sys.stderr)
-    import torch
+    from nanogpt.bench import write_result
 
     cores = os.cpu_count()
-    result = {
-        "title": "nanogpt prepare: tokenizing a ~100 MB text file",
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}, {cores} cores".replace(" ,", ","),
-        "device": "cpu",
-        "torch": torch.__version__,
-        "command": f"python benchmarks/bench_prepare.py --mb {args.mb:g} --workers {args.workers}",
-        "figures": figures,
-        "notes": (f"{size_mb:.0f} MB of varied tiny Shakespeare; end-to-end prepare (read, tokenize with "
-                  f"{args.workers or cores} worker thread(s), write train/val .bin + meta.json), "
-                  "fresh process per tokenizer; peak RSS (~220 MB of it is importing torch) shows it streams. "
-                  f"1-min load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} on "
-                  f"{cores} cores (above ~0.5 means other work shared the CPU). "
-                  + os.environ.get("BENCH_NOTES", "")).strip(),
-    }
-    path = ROOT / "benchmarks" / "results" / "prepare.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    result = write_result(
+        ROOT / "benchmarks" / "results" / "prepare.json",
+        title="nanogpt prepare: tokenizing a ~100 MB text file", device="cpu",
+        command=f"python benchmarks/bench_prepare.py --mb {args.mb:g} --workers {args.workers}",
+        figures=figures,
+        notes=(f"{size_mb:.0f} MB of varied tiny Shakespeare; end-to-end prepare (read, tokenize with "
+               f"{args.workers or cores} worker thread(s), write train/val .bin + meta.json), "
+               "fresh process per tokenizer; peak RSS (~220 MB of it is importing torch) shows it streams. "
+               f"1-min load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} on "
+               f"{cores} cores (above ~0.5 means other work shared the CPU). "
+               + os.environ.get("BENCH_NOTES", "")).strip(),
+    )
     print(json.dumps(result, indent=2))
 
 

@@ -19,11 +19,9 @@ may be shared. Writes benchmarks/results/sample_gpt2.json and sample_shakespeare
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,24 +29,13 @@ from pathlib import Path
 
 import torch
 
+from nanogpt import bench
 from nanogpt.engine import Generation, generate, generate_uncached
 from nanogpt.model import GPT, GPTConfig, state_dict_from_hf
 from nanogpt.speculative import DEFAULT_DRAFT as DRAFT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUFFIX = ""
-
-
-def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()}"
 
 
 def load() -> str:
@@ -86,17 +73,11 @@ def interleave(sides: dict, repeats: int) -> dict[str, list[float]]:
 
 
 def write(name: str, title: str, figures: dict, notes: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {
-        "title": title, "date": datetime.date.today().isoformat(), "machine": machine(),
-        "device": "cpu", "torch": torch.__version__,
-        "command": "python benchmarks/bench_sample.py " + " ".join(sys.argv[1:]),
-        "figures": figures, "notes": notes,
-    }
     path = RESULTS / f"{name}{SUFFIX}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    cpu = bench.cpu_model()
+    bench.write_result(path, title=title, device="cpu",
+                       command="python benchmarks/bench_sample.py " + " ".join(sys.argv[1:]),
+                       figures=figures, notes=(f"CPU: {cpu}. " if cpu else "") + notes)
     print(f"wrote {path}")
 
 

@@ -13,10 +13,8 @@ About 1-2 minutes on a quiet 2-core machine.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -114,26 +112,17 @@ def main() -> None:
     data_dir = Path(args.data_dir)
     if (data_dir / "val.bin").exists():
         figures["final_val_loss_full_split"] = round(full_split_loss(metrics.parent, data_dir), 4)
-    import torch
+    from nanogpt.bench import write_result
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    result = {
-        "title": "Training quality: shakespeare-char-cpu (nanoGPT's CPU recipe, 2000 steps)",
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPU cores",
-        "device": "cpu",
-        "torch": torch.__version__,
-        "command": command,
-        "figures": figures,
-        "notes": (f"target val loss <= {TARGET} (nanoGPT publishes 1.88 for this recipe); "
-                  f"val loss is the mean over 20 fixed batches of 12x64 tokens; train time excludes "
-                  f"evaluation; 1-minute load average at the end: {load:.1f}. " + args.notes).strip(),
-    }
-    out = ROOT / "benchmarks" / "results" / "train_shakespeare_char_cpu.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    result = write_result(
+        ROOT / "benchmarks" / "results" / "train_shakespeare_char_cpu.json",
+        title="Training quality: shakespeare-char-cpu (nanoGPT's CPU recipe, 2000 steps)",
+        device="cpu", command=command, figures=figures,
+        notes=(f"target val loss <= {TARGET} (nanoGPT publishes 1.88 for this recipe); "
+               f"val loss is the mean over 20 fixed batches of 12x64 tokens; train time excludes "
+               f"evaluation; 1-minute load average at the end: {load:.1f}. " + args.notes).strip(),
+    )
     print(json.dumps(result, indent=2))
 
 
