@@ -45,14 +45,34 @@ def load() -> str:
         return "n/a"
 
 
-def contention_note(before: str, after: str) -> str:
-    """A loud warning when other processes competed for the CPU during the run."""
+def others_busy(seconds: float = 1.0) -> float | None:
+    """Share of the CPU that other processes used over `seconds` while we sleep (Linux), else None."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+        return sum(vals), vals[3] + vals[4]  # total, idle + iowait
+
     try:
-        busy = max(float(before.split()[0]), float(after.split()[0])) > 0.75 * (os.cpu_count() or 1)
-    except (ValueError, IndexError):
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def contention_note(busy: float | None) -> str:
+    """A loud warning when other processes were using the CPU just before the run.
+
+    Sampled while this process sleeps, so the benchmark's own threads do not count (the load
+    average would count them, and lags by a minute).
+    """
+    if busy is None:
         return ""
-    return ("CONTENDED RUN: other processes shared the CPU, so ratios are unreliable (many small "
-            "multithreaded ops suffer most); re-run on a quiet machine. " if busy else "")
+    if busy > 0.2:
+        return (f"CONTENDED RUN: other processes used {busy:.0%} of the CPU just before it, so ratios "
+                f"are unreliable (many small multithreaded ops suffer most); re-run on a quiet machine. ")
+    return f"Other processes used {busy:.0%} of the CPU just before the run. "
 
 
 def timed(fn) -> float:
@@ -125,6 +145,7 @@ def bench_gpt2(repeats: int, new: int = 100) -> None:
             for m in mats:
                 vecs[m.size(0)] @ m
 
+    busy = others_busy()
     load0 = load()
     times = interleave({"hf": run_hf, "hf_prompt_lookup": run_hf_lookup, "nanogpt": run_ours,
                         "nanogpt_no_speculation": run_ours_plain,
@@ -155,7 +176,7 @@ def bench_gpt2(repeats: int, new: int = 100) -> None:
         "repeats": repeats,
     }
     load1 = load()
-    notes = contention_note(load0, load1) + (f"GPT-2 124M shape, random weights shared by both sides, fp32, batch 1, 16-token prompt, "
+    notes = contention_note(busy) + (f"GPT-2 124M shape, random weights shared by both sides, fp32, batch 1, 16-token prompt, "
              f"{new} new greedy tokens; median of {repeats} interleaved runs (seconds: "
              f"{ {k: [round(x, 2) for x in v] for k, v in times.items()} }). "
              f"nanogpt is the engine as `nanogpt sample` runs greedy decoding: exact speculation "
@@ -180,6 +201,7 @@ def bench_shakespeare(repeats: int) -> None:
     model = GPT(GPTConfig.from_preset("shakespeare-char", dropout=0.0)).eval()
     idx = torch.zeros(1, 1, dtype=torch.long)
     figures: dict = {}
+    busy = others_busy()
     load0 = load()
     raw = {}
     for new in (255, 500):  # 255: the whole sequence fits in block_size 256; 500 slides
@@ -208,7 +230,7 @@ def bench_shakespeare(repeats: int) -> None:
     figures["repeats"] = repeats
     figures["threads"] = torch.get_num_threads()
     load1 = load()
-    notes = contention_note(load0, load1) + (f"shakespeare-char shape (10.6M, 6/6/384, block 256, vocab 65), random weights, fp32, "
+    notes = contention_note(busy) + (f"shakespeare-char shape (10.6M, 6/6/384, block 256, vocab 65), random weights, fp32, "
              f"batch 1, 1-token prompt, greedy; outputs of all sides identical. cached is the "
              f"default engine (exact n-gram speculation on at temperature 0; it only applies while "
              f"the context fits in block_size), cached_no_speculation one token per pass. 255 new tokens fit "
