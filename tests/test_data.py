@@ -193,6 +193,24 @@ def test_prepare_hf_dataset_streams_through_a_process_pool(tmp_path, gpt2_ranks_
     assert again.counts["train"] + again.counts["val"] == sum(len(tok.encode(r["text"])) + 1 for r in rows[:3])
 
 
+def test_prepare_hf_dataset_with_the_real_datasets_library(tmp_path, gpt2_ranks_path, monkeypatch):
+    """The real `datasets` library (the test extra), offline, on a local data directory."""
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    src = tmp_path / "corpus"
+    src.mkdir()
+    rows = [{"id": i, "text": f"Document {i}: naïve 😀 " + "all the world's a stage " * (i % 5)}
+            for i in range(120)]
+    (src / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    r = prepare(PrepareConfig(source=f"hf:{src}", out_dir=str(tmp_path / "out"), progress=False,
+                              workers=2, max_documents=100))
+    tok = get_gpt2_tokenizer()
+    expected = sum((tok.encode(row["text"]) + [50256] for row in rows[:100]), [])
+    ids = np.concatenate([read_tokens(tmp_path / "out" / s) for s in ("train.bin", "val.bin")]).tolist()
+    assert ids == expected and r.counts["train"] + r.counts["val"] == len(expected)
+
+
 def test_hf_without_datasets_library_or_with_char(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
     with pytest.raises(NanoGPTError, match=r"pip install 'nanogpt\[datasets\]'"):
