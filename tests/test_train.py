@@ -192,13 +192,32 @@ def test_finetune_from_hf_dir_crops_block_size_and_from_checkpoint(data_dir, tmp
 
 
 @pytest.mark.parametrize("option, extra", [("wandb_log", "wandb"), ("tensorboard", "tensorboard")])
-def test_missing_optional_logger_is_a_clear_error(data_dir, tmp_path, option, extra):
-    import importlib.util
-
-    if importlib.util.find_spec(extra) is not None:
-        pytest.skip(f"{extra} is installed")
+def test_missing_optional_logger_is_a_clear_error(data_dir, tmp_path, monkeypatch, option, extra):
+    monkeypatch.setitem(sys.modules, extra, None)  # as if not installed: find_spec gives None
     with pytest.raises(NanoGPTError, match=rf"pip install 'nanogpt\[{extra}\]'"):
         Trainer(tiny(data_dir, tmp_path, **{option: True}))
+
+
+def test_tensorboard_and_wandb_receive_the_metrics(data_dir, tmp_path, monkeypatch):
+    """The real libraries (test extra), offline: TensorBoard event files and a wandb offline run."""
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "wandb").mkdir()
+    train(tiny(data_dir, tmp_path / "run", tensorboard=True, wandb_log=True, wandb_run_name="t"))
+    acc = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    tags = acc.Tags()["scalars"]
+    assert "train/loss" in tags and "eval/val_loss" in tags
+    assert [e.step for e in acc.Scalars("eval/val_loss")] == [0, 3, 6]
+    metrics = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [m["val_loss"] for m in metrics if m["kind"] == "eval"]
+    assert [e.value for e in acc.Scalars("eval/val_loss")] == pytest.approx(evals)
+    runs = list((tmp_path / "wandb").rglob("*.wandb"))
+    assert runs, "wandb wrote no offline run file"
 
 
 def test_dataset_too_small_for_block_size(tmp_path):
