@@ -77,6 +77,9 @@ def test_offline_without_cache_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     with pytest.raises(NanoGPTError, match="Connect to the internet once.*local directory"):
         GPT.from_pretrained("gpt2")
+    # owner/name could be a mistyped run directory as well as a hub id: say both
+    with pytest.raises(NanoGPTError, match="no local directory 'runs/typo'.*Check the path"):
+        GPT.from_pretrained("runs/typo")
 
 
 def test_bad_paths(tmp_path):
