@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from nanogpt import bench, flops  # noqa: E402
+from nanogpt import bench, flops, results  # noqa: E402
 
 DATASHEET_BF16 = 989e12  # H100 SXM / H200 dense bf16 (no sparsity)
 TINY = dict(n_layer=2, n_head=2, n_embd=64, block_size=64)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         out = str(ROOT / "benchmarks" / "results" / f"gpu_{slug}.json")
     if out is not None:
         cmd = "python benchmarks/bench_gpu.py" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
-        record = bench.write_result(out, title="GPU: GPT-2 124M throughput and shakespeare-char time to quality",
+        record = results.write_result(out, title="GPU: GPT-2 124M throughput and shakespeare-char time to quality",
                                     device=device, command=cmd, figures=figures, notes=record["notes"])
     print(json.dumps(record, indent=1))
     return 0

@@ -84,7 +84,7 @@ def main() -> None:
         figures[f"{tok}_peak_rss_mb"] = round(r["peak_rss_mb"])
         print(f"  {r['mb_per_s']:.1f} MB/s, {r['tokens_per_s']:,.0f} tokens/s, peak RSS "
               f"{r['peak_rss_mb']:.0f} MB", file=sys.stderr)
-    from nanogpt.bench import write_result
+    from nanogpt.results import write_result
 
     cores = os.cpu_count()
     result = write_result(

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from nanogpt import bench
+from nanogpt import results
 from nanogpt.engine import Generation, generate, generate_uncached
 from nanogpt.model import GPT, GPTConfig, state_dict_from_hf
 from nanogpt.speculative import DEFAULT_DRAFT as DRAFT
@@ -94,8 +94,8 @@ def interleave(sides: dict, repeats: int) -> dict[str, list[float]]:
 
 def write(name: str, title: str, figures: dict, notes: str) -> None:
     path = RESULTS / f"{name}{SUFFIX}.json"
-    cpu = bench.cpu_model()
-    bench.write_result(path, title=title, device="cpu",
+    cpu = results.cpu_model()
+    results.write_result(path, title=title, device="cpu",
                        command="python benchmarks/bench_sample.py " + " ".join(sys.argv[1:]),
                        figures=figures, notes=(f"CPU: {cpu}. " if cpu else "") + notes)
     print(f"wrote {path}")

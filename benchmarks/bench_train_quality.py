@@ -112,7 +112,7 @@ def main() -> None:
     data_dir = Path(args.data_dir)
     if (data_dir / "val.bin").exists():
         figures["final_val_loss_full_split"] = round(full_split_loss(metrics.parent, data_dir), 4)
-    from nanogpt.bench import write_result
+    from nanogpt.results import write_result
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     result = write_result(

@@ -42,7 +42,7 @@ if _SHARED.exists():  # the offline copy beside the checkout, as the tests and M
 
 import torch  # noqa: E402
 
-from nanogpt import bench  # noqa: E402
+from nanogpt import bench, results  # noqa: E402
 
 PRESET = "shakespeare-char-cpu"
 VARIANTS = {  # name -> (compile, fused AdamW)
@@ -97,7 +97,7 @@ def throughput(data_dir: str, rounds: int, per_round: int, warmup: int) -> tuple
         fig[f"{name}: warm-up incl. compile, s"] = round(compile_s[name], 1)
     base = statistics.median(times["eager"])
     fig["speed-up compiled+fused vs eager"] = round(base / statistics.median(times["compiled+fused"]), 3)
-    notes.append(f"CPU: {bench.cpu_model()}, {torch.get_num_threads()} threads, "
+    notes.append(f"CPU: {results.cpu_model()}, {torch.get_num_threads()} threads, "
                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     notes.append(f"{rounds} rounds x {per_round} timed steps per variant, interleaved (the first step after "
                  f"each switch untimed); 1-min load average "
@@ -203,7 +203,7 @@ def main() -> int:
             figures.update(q)
             notes += qnotes
     cmd = "python benchmarks/bench_train_throughput.py" + " ".join([""] + sys.argv[1:])
-    rec = bench.write_result(a.out, title=f"Training throughput and time to quality: {PRESET} on CPU",
+    rec = results.write_result(a.out, title=f"Training throughput and time to quality: {PRESET} on CPU",
                              device="cpu", command=cmd, figures=figures,
                              notes="; ".join(notes) + ". Predictions and outcomes: docs/performance.md.")
     json.dump(rec["figures"], sys.stdout, indent=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt import bench, flops
+from nanogpt import bench, flops, results
 from nanogpt.cli import main as cli_main
 from nanogpt.errors import ConfigError
 
@@ -140,7 +140,7 @@ def test_cli_bench_errors(capsys):
 
 
 def test_write_result_schema(tmp_path):
-    rec = bench.write_result(tmp_path / "r.json", title="t", device="cpu", command="c",
+    rec = results.write_result(tmp_path / "r.json", title="t", device="cpu", command="c",
                              figures={"a": 1.5}, notes="n")
     on_disk = json.loads((tmp_path / "r.json").read_text())
     assert on_disk == rec
@@ -158,7 +158,7 @@ def test_make_benchmarks_md(tmp_path, capsys):
 
     res = tmp_path / "results"
     res.mkdir()
-    bench.write_result(res / "cpu.json", title="CPU thing", device="cpu", command="python x.py",
+    results.write_result(res / "cpu.json", title="CPU thing", device="cpu", command="python x.py",
                        figures={"ratio": 0.71234, "tokens/s": 31000, "not yet": None}, notes="quiet")
     (res / "broken.json").write_text("{")
     (res / "partial.json").write_text(json.dumps({"title": "x"}))
@@ -171,7 +171,7 @@ def test_make_benchmarks_md(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.json" in err and "partial.json" in err
     assert mk.main(["--results", str(res), "--out", str(out), "--check"]) == 0
-    bench.write_result(res / "gpu.json", title="GPU", device="NVIDIA H100 80GB HBM3", command="c",
+    results.write_result(res / "gpu.json", title="GPU", device="NVIDIA H100 80GB HBM3", command="c",
                        figures={"mfu": 0.5}, notes="")
     assert mk.main(["--results", str(res), "--out", str(out), "--check"]) == 1
     mk.main(["--results", str(res), "--out", str(out)])

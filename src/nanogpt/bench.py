@@ -38,7 +38,6 @@ import torch
 
 from nanogpt import flops
 from nanogpt.errors import ConfigError, NanoGPTError, suggest
-from nanogpt.results import cpu_model, machine_description, write_result  # noqa: F401  (for benchmarks/)
 
 log = logging.getLogger(__name__)
 

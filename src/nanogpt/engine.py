@@ -190,7 +190,7 @@ class Generation:
                  min_p: float | None = None, repetition_penalty: float = 1.0,
                  eot_id: int | None = None, stop: Sequence[str] | str | None = None,
                  tokenizer: Any = None, generator: torch.Generator | None = None, fast: bool = True,
-                 speculate: int | None = None):
+                 speculate: int = DEFAULT_DRAFT):
         self.params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
         problems = self.params.problems()
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -198,8 +198,7 @@ class Generation:
         stop = [stop] if isinstance(stop, str) else list(stop or [])
         if stop and tokenizer is None:
             problems.append("stop strings need a tokenizer to decode the generated text")
-        if speculate is not None and (isinstance(speculate, bool) or not isinstance(speculate, int)
-                                      or speculate < 0):
+        if isinstance(speculate, bool) or not isinstance(speculate, int) or speculate < 0:
             problems.append(f"speculate must be an integer >= 0 (0 turns it off), got {speculate!r}")
         if problems:
             raise ConfigError("generation options", problems)
@@ -238,17 +237,14 @@ class Generation:
         if self.window_slid:
             self._warn_slide()
         self.steps = 0
-        # Exact speculative decoding (nanogpt.speculative): greedy, batch 1 only. None = automatic.
-        # It needs every position's logits from forward, so models that override it are left out.
+        # Exact speculative decoding (nanogpt.speculative): greedy, batch 1 only. It needs every
+        # position's logits from forward, so models that override it are left out.
         from nanogpt.model import GPT
 
-        if speculate is None:
-            speculate = DEFAULT_DRAFT
         plain = getattr(type(model), "forward", None) is GPT.forward
         self.spec_max = speculate if (B == 1 and self.params.temperature == 0 and plain) else 0
         self.spec_len = self.spec_max  # current draft length: shrinks after misses, regrows
         self.spec_stats = SpecStats()
-        self._history: list[int] = self.ids[0, :T].tolist() if self.spec_max else []
         self._pending: list[int] = []  # verified tokens not yet handed out
 
     @property
@@ -267,10 +263,8 @@ class Generation:
             self.cache = KVCache.for_model(self.model, self.ids.size(0), max_len=bs)
             logits, _ = self.model(self._input(0, n), cache=self.cache)
         elif self.cache is not None and n <= bs:  # decode: one token at position n-1
-            if self._decoder is None and self.fast:
-                self._decoder = fast_decoder(self.model) or False
-            dec = self._decoder
-            if dec:
+            dec = self._fast_decoder()
+            if dec is not None:
                 return dec.step(self._input(n - 1, n)[:, 0], self.cache)[:, : self.vocab]
             logits, _ = self.model(self._input(n - 1, n), cache=self.cache)
         else:  # past block_size: the oracle's cropped window, recomputed (see module docstring)
@@ -280,6 +274,12 @@ class Generation:
             self.cache = None
             logits, _ = self.model(self._input(n - bs, n))
         return logits[:, -1, : self.vocab]  # (B, vocab): padded ids are never candidates
+
+    def _fast_decoder(self) -> FastDecoder | None:
+        """The model's FastDecoder when it applies (looked up once per generation), else None."""
+        if self._decoder is None:
+            self._decoder = (fast_decoder(self.model) if self.fast else None) or False
+        return self._decoder or None
 
     def _speculate(self) -> list[int]:
         """Greedy tokens verified from an n-gram draft, or [] to take a plain step instead.
@@ -291,13 +291,12 @@ class Generation:
         if not self.spec_max or cache is None or n > self.block_size or cache.pos != n - 1:
             return []
         room = min(self.spec_len, self.block_size - n, self.max_new_tokens - self.steps - 1)
-        draft = ngram_draft(self._history, max_draft=room) if room > 0 else []
+        history = self.ids[0, :n].tolist()  # a few microseconds beside the verify pass
+        draft = ngram_draft(history, max_draft=room) if room > 0 else []
         if not draft:
             return []
-        if self._decoder is None and self.fast:
-            self._decoder = fast_decoder(self.model) or False
-        got = verify_greedy(self.model, cache, self._history[-1], draft, vocab=self.vocab,
-                            decoder=self._decoder or None, params=self.params,
+        got = verify_greedy(self.model, cache, history[-1], draft, vocab=self.vocab,
+                            decoder=self._fast_decoder(), params=self.params,
                             present=self.present).tolist()
         m = len(got) - 1  # draft tokens accepted
         st = self.spec_stats
@@ -338,8 +337,6 @@ class Generation:
         self.ids[:, self.n] = tok
         self.n += 1
         self.steps += 1
-        if self.spec_max:
-            self._history.append(int(tok[0]))
         if self.present is not None:
             live = ~self.finished
             self.present[live, tok[live]] = True

@@ -73,11 +73,13 @@ def resolve(name_or_path: str) -> Path:
         log.info("downloading %s from the Hugging Face hub", repo_id)
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:
+        # owner/name may also be a mistyped local path: say so, unless it is a GPT-2 name
         named = name_or_path in GPT2_NAMES
         local = "" if named else f"there is no local directory {name_or_path!r}, and "
+        fix = "Connect" if named else "Check the path, or connect"
         raise NanoGPTError(
             f"{local}could not get {repo_id!r} from the Hugging Face hub ({type(e).__name__}). "
-            f"{'C' if named else 'Check the path, or c'}onnect to the internet once (it is cached under $HF_HOME, default "
+            f"{fix} to the internet once (it is cached under $HF_HOME, default "
             f"~/.cache/huggingface), or pass a local directory in Hugging Face GPT-2 format "
             f"(config.json + model.safetensors)"
         ) from None
